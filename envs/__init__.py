@@ -1,0 +1,95 @@
+"""Gym-style multi-turn text environments, their task sources, groups and suites.
+
+Importing `envs` registers the built-in environments under the `rewardgym/` gymnasium
+namespace and loads third-party environments from the `rewardgym.envs` entry points.
+"""
+
+from envs.core import (
+    Action,
+    Episode,
+    EpisodeNotRunning,
+    MultiTurnEnv,
+    Reaction,
+    approximate_token_count,
+)
+from envs.groups import EnvGroup, GroupResult
+from envs.math_env import MathEnv, math_reward
+from envs.reasoning_gym_env import ReasoningGymEnv
+from envs.registration import (
+    NAMESPACE,
+    UnknownEnvError,
+    env_description,
+    env_ids,
+    load_env_plugins,
+    make,
+    register_builtin_envs,
+    register_env,
+)
+from envs.spaces import ConversationSpace, ReplySpace, is_message
+from envs.suites import (
+    Suite,
+    SuiteError,
+    SuiteMember,
+    get_suite,
+    register_builtin_suites,
+    register_suite,
+    suite_names,
+)
+from envs.tasks import (
+    GeneratedTasks,
+    ReasoningGymTasks,
+    Task,
+    TaskFileError,
+    TaskList,
+    TaskSource,
+    bundled_tasks,
+    load_hf_dataset,
+    load_jsonl,
+    resolve_tasks,
+)
+from rewards.types import Message
+
+register_builtin_envs()
+register_builtin_suites()
+load_env_plugins()
+
+__all__ = [
+    "NAMESPACE",
+    "Action",
+    "ConversationSpace",
+    "EnvGroup",
+    "Episode",
+    "EpisodeNotRunning",
+    "GeneratedTasks",
+    "GroupResult",
+    "MathEnv",
+    "Message",
+    "MultiTurnEnv",
+    "Reaction",
+    "ReasoningGymEnv",
+    "ReasoningGymTasks",
+    "ReplySpace",
+    "Suite",
+    "SuiteError",
+    "SuiteMember",
+    "Task",
+    "TaskFileError",
+    "TaskList",
+    "TaskSource",
+    "UnknownEnvError",
+    "approximate_token_count",
+    "bundled_tasks",
+    "env_description",
+    "env_ids",
+    "get_suite",
+    "is_message",
+    "load_env_plugins",
+    "load_hf_dataset",
+    "load_jsonl",
+    "make",
+    "math_reward",
+    "register_env",
+    "register_suite",
+    "resolve_tasks",
+    "suite_names",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from rewardgym.cli import main
+
+sys.exit(main())

@@ -1,0 +1,265 @@
+"""The `rewardgym` command: it composes envs, rewards and the trainer's engines.
+
+rewardgym eval            evaluate environments or a suite against a policy
+rewardgym envs            list environments and suites
+rewardgym rewards         list rewards
+rewardgym serve-model     serve a local model over the OpenAI API
+rewardgym prepare-model   convert the embedded default model now
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """A bad argument: reported in one line, no traceback."""
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate environments or a suite against a policy")
+    what = p.add_argument_group("what to evaluate")
+    what.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="environment id (repeatable); default rewardgym/Math-v0",
+    )
+    what.add_argument("--suite", metavar="NAME|FILE", help="a registered suite or a .toml/.yaml suite file")
+    what.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='keyword argument for the environments, e.g. few_shot=4 or split="eval" (JSON values)',
+    )
+    what.add_argument(
+        "--num-tasks", type=int, default=50, help="tasks per environment (seeded random subset)"
+    )
+    what.add_argument("--samples-per-task", type=int, default=1)
+    who = p.add_argument_group("the policy")
+    who.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="local model directory or 'gemma-3-270m' (the embedded default); "
+        "with --base-url, the name of the served model",
+    )
+    who.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    who.add_argument(
+        "--api",
+        choices=["chat", "completions"],
+        default="chat",
+        help="endpoint flavour for --base-url",
+    )
+    who.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
+    )
+    who.add_argument("--device", default="auto", help="for a local model: cpu, cuda, or auto")
+    who.add_argument(
+        "--chat-format",
+        choices=["auto", "template", "plain"],
+        default="auto",
+        help="for a local model: its chat template, or a plain User:/Assistant: transcript",
+    )
+    how = p.add_argument_group("sampling and running")
+    how.add_argument("--max-tokens", type=int, default=256, help="per reply")
+    how.add_argument("--temperature", type=float, default=0.0)
+    how.add_argument("--top-p", type=float, default=1.0)
+    how.add_argument("--concurrency", type=int, default=8, help="episodes at once (the local batch size)")
+    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--out", type=Path, help="output directory (default runs/eval-<time>)")
+    how.add_argument("--no-progress", action="store_true")
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    import os
+
+    if args.base_url:
+        from trainer import OpenAIEngine
+
+        return OpenAIEngine(args.base_url, args.model, api=args.api, api_key=os.environ.get(args.api_key_env))
+    from trainer import TransformersEngine
+
+    console.print(f"loading {args.model} ...")
+    return TransformersEngine.from_pretrained(
+        args.model,
+        device=args.device,
+        chat_format=args.chat_format,
+        max_batch_size=args.concurrency,
+    )
+
+
+async def _run_eval(args: argparse.Namespace) -> int:
+    from envs import get_suite
+    from trainer import SamplingParams, evaluate, report_table, targets_from_ids, targets_from_suite
+
+    if args.suite and args.env:
+        raise UsageError("give --env or --suite, not both")
+    env_kwargs = dict(_parse_assignment(a) for a in args.env_arg)
+    if args.suite:
+        if env_kwargs:
+            raise UsageError("--env-arg applies to --env; a suite sets each member's kwargs in its file")
+        targets = targets_from_suite(get_suite(args.suite))
+    else:
+        targets = targets_from_ids(args.env or ["rewardgym/Math-v0"], env_kwargs)
+    for target in targets:  # fail fast on bad ids or arguments, before loading a model
+        try:
+            target.make_env().close()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"cannot make {target.name}: {exc}") from None
+    params = SamplingParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    out = args.out or Path("runs") / f"eval-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    engine = _engine(args)
+    try:
+        report = await evaluate(
+            targets,
+            engine,
+            num_tasks=args.num_tasks,
+            samples_per_task=args.samples_per_task,
+            concurrency=args.concurrency,
+            params=params,
+            seed=args.seed,
+            out_dir=out,
+            show_progress=not args.no_progress,
+            console=console,
+        )
+    finally:
+        await engine.close()
+    stdout = Console()
+    Console(width=max(stdout.width, 120)).print(report_table(report))
+    console.print(f"per-sample results: {report.samples_path}\nsummary: {out / 'summary.json'}")
+    return 0
+
+
+def _list_envs(args: argparse.Namespace) -> int:
+    from envs import env_description, env_ids, get_suite, suite_names
+
+    print("environments")
+    for env_id in env_ids():
+        print(f"  {env_id:30} {env_description(env_id)}")
+    print("suites")
+    for name in suite_names():
+        members = ", ".join(f"{m.name} (w={m.weight:g})" for m in get_suite(name).members)
+        print(f"  {name:30} {members}")
+    return 0
+
+
+def _list_rewards(args: argparse.Namespace) -> int:
+    from rewards import describe_reward, reward_names
+
+    for name in reward_names():
+        info = describe_reward(name)
+        params = ", ".join(f"{k}={v}" if v is not None else k for k, v in info["parameters"].items())
+        print(f"{name}({params})\n    {info['summary']}")
+    return 0
+
+
+def _serve_model(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from trainer import TransformersEngine
+    from trainer.openai_server import create_app
+
+    engine = TransformersEngine.from_pretrained(
+        args.model,
+        device=args.device,
+        chat_format=args.chat_format,
+        max_batch_size=args.max_batch_size,
+    )
+    name = args.served_name or Path(str(args.model)).name
+    app = create_app(engine, name, default_max_tokens=args.max_tokens)
+    console.print(f"serving {name} on http://{args.host}:{args.port}/v1")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    engine.shutdown()
+    return 0
+
+
+def _prepare_model(args: argparse.Namespace) -> int:
+    from trainer import resolve_model
+
+    print(resolve_model(args.model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rewardgym", description="RL environments, rewards and training for LM agents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    sub.add_parser("envs", help="list environments and suites")
+    sub.add_parser("rewards", help="list registered rewards")
+    serve = sub.add_parser("serve-model", help="serve a local model over the OpenAI API")
+    serve.add_argument("--model", default="gemma-3-270m")
+    serve.add_argument("--served-name", help="model name clients use (default: the directory name)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--chat-format", choices=["auto", "template", "plain"], default="auto")
+    serve.add_argument("--max-batch-size", type=int, default=8)
+    serve.add_argument(
+        "--max-tokens", type=int, default=256, help="default max_tokens when a request gives none"
+    )
+    prepare = sub.add_parser(
+        "prepare-model", help="convert the embedded default model (or check a model directory)"
+    )
+    prepare.add_argument("--model", default="gemma-3-270m")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from envs import SuiteError, TaskFileError, UnknownEnvError
+    from rewards import UnknownRewardError
+    from trainer import ModelNotFoundError
+
+    try:
+        if args.command == "eval":
+            return asyncio.run(_run_eval(args))
+        handlers = {
+            "envs": _list_envs,
+            "rewards": _list_rewards,
+            "serve-model": _serve_model,
+            "prepare-model": _prepare_model,
+        }
+        return handlers[args.command](args)
+    except (
+        UsageError,
+        UnknownEnvError,
+        UnknownRewardError,
+        SuiteError,
+        TaskFileError,
+        ModelNotFoundError,
+    ) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

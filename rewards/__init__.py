@@ -1,0 +1,71 @@
+"""Rewards: one protocol for every source of reward, rule verifiers, and their registry."""
+
+from rewards.base import FunctionReward, GroupReward, Reward, reward_function
+from rewards.compose import WeightedSum
+from rewards.extract import extract_answer, extract_answer_line, extract_boxed, extract_tag
+from rewards.math_equivalence import MathEquivalence, MathVerifier, verify_answer
+from rewards.registry import (
+    UnknownRewardError,
+    describe_reward,
+    load_reward_plugins,
+    make_reward,
+    register_reward,
+    reward_names,
+)
+from rewards.rules import (
+    ExactMatch,
+    FormatReward,
+    JsonSchemaReward,
+    RegexMatch,
+    SoftOverlongPenalty,
+    normalize_text,
+)
+from rewards.types import Message, Sample, Score, ToolCall, message
+from rewards.worker_pool import WorkerCrashed, WorkerError, WorkerPool, WorkerTimeout
+
+for _name, _factory in {
+    "math": MathEquivalence,
+    "exact_match": ExactMatch,
+    "regex": RegexMatch,
+    "format": FormatReward,
+    "json_schema": JsonSchemaReward,
+    "soft_overlong": SoftOverlongPenalty,
+}.items():
+    register_reward(_name, _factory)
+load_reward_plugins()
+
+__all__ = [
+    "ExactMatch",
+    "FormatReward",
+    "FunctionReward",
+    "GroupReward",
+    "JsonSchemaReward",
+    "MathEquivalence",
+    "MathVerifier",
+    "Message",
+    "RegexMatch",
+    "Reward",
+    "Sample",
+    "Score",
+    "SoftOverlongPenalty",
+    "ToolCall",
+    "UnknownRewardError",
+    "WeightedSum",
+    "WorkerCrashed",
+    "WorkerError",
+    "WorkerPool",
+    "WorkerTimeout",
+    "describe_reward",
+    "extract_answer",
+    "extract_answer_line",
+    "extract_boxed",
+    "extract_tag",
+    "load_reward_plugins",
+    "make_reward",
+    "message",
+    "normalize_text",
+    "register_reward",
+    "reward_function",
+    "reward_names",
+    "verify_answer",
+]

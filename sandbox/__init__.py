@@ -1,0 +1,1 @@
+"""Isolated code execution (local namespaces, docker). Arrives with the sandbox issue."""

@@ -1,0 +1,69 @@
+"""The engine contract: messages in, a generation (text, token ids, logprobs) out.
+
+Every backend (transformers, vLLM, a remote OpenAI-compatible server) implements
+`generate`; the evaluator and the trainer only ever see this interface, so choosing an
+engine is one line of config.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rewards.types import Message
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # generation ends before any of these strings
+    seed: int | None = None
+    logprobs: bool = False  # also return each completion token's sampling logprob
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion.
+
+    `token_ids` are the completion tokens exactly as sampled (the trainer never
+    re-tokenizes them); engines that cannot see tokens (a remote chat API) leave them
+    empty and report `num_tokens` from the server's usage count.
+    """
+
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+    token_ids: tuple[int, ...] = ()
+    logprobs_T: tuple[float, ...] = ()  # one per completion token, when asked for
+    prompt_token_ids: tuple[int, ...] = ()
+
+
+class EngineError(RuntimeError):
+    """The engine could not produce a generation (server down, bad request, ...)."""
+
+
+class Engine(ABC):
+    """Generates assistant replies for conversations."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
+        """One completion of the conversation, as the assistant's next reply."""
+
+    async def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
+        """Release connections, threads and memory."""
+
+    def describe(self) -> str:
+        return self.name

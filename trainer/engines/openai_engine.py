@@ -1,0 +1,154 @@
+"""A remote OpenAI-compatible server as an engine (vLLM serve, llama.cpp, hosted APIs).
+
+Chat models use `/chat/completions`; base models served without a chat template use
+`/completions` with the same plain transcript the transformers engine renders. Transient
+failures (connection errors, 429, 5xx) are retried with jittered exponential backoff,
+honouring `Retry-After`; other 4xx fail at once with the server's message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from rewards.types import Message
+from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
+from trainer.engines.chat_format import PLAIN_STOP, render_plain
+
+Api = Literal["chat", "completions"]
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+class _Wait(wait_random_exponential):
+    """Jittered exponential backoff, but never shorter than the server's Retry-After."""
+
+    def __call__(self, retry_state: Any) -> float:
+        wait = super().__call__(retry_state)
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return max(wait, min(exc.retry_after, 60.0))
+        return wait
+
+
+class OpenAIEngine(Engine):
+    """Generation through an OpenAI-compatible HTTP API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api: Api = "chat",
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_attempts: int = 4,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if api not in ("chat", "completions"):
+            raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api = api
+        self.max_attempts = max_attempts
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = client or httpx.AsyncClient(timeout=timeout_s, headers=headers)
+        self.name = f"{model}@{self.base_url}"
+
+    def _body(self, messages: Sequence[Message], params: SamplingParams) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self.api == "chat":
+            body["messages"] = list(messages)
+            stop = params.stop
+            if params.logprobs:
+                body["logprobs"] = True
+            path = "/chat/completions"
+        else:
+            body["prompt"] = render_plain(messages)
+            stop = tuple(dict.fromkeys(params.stop + PLAIN_STOP))
+            if params.logprobs:
+                body["logprobs"] = 1
+            path = "/completions"
+        if stop:
+            body["stop"] = list(stop)
+        return path, body
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = self.base_url + path
+        try:
+            response = await self.client.post(url, json=body)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(
+                f"{url} answered {response.status_code}: {response.text[:300]}",
+                retry_after=_retry_after(response),
+            )
+        if response.status_code >= 400:
+            raise EngineError(f"{url} rejected the request ({response.status_code}): {response.text[:500]}")
+        try:
+            return response.json()
+        except ValueError:
+            raise EngineError(f"{url} answered with non-JSON: {response.text[:200]!r}") from None
+
+    async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
+        path, body = self._body(messages, params)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+                stop=stop_after_attempt(self.max_attempts),
+                wait=_Wait(multiplier=0.5, max=20),
+                reraise=True,
+            ):
+                with attempt:
+                    data = await self._post(path, body)
+        except _Retryable as exc:
+            raise EngineError(f"gave up after {self.max_attempts} attempts: {exc}") from None
+        return self._parse(data)
+
+    def _parse(self, data: dict[str, Any]) -> Generation:
+        try:
+            choice = data["choices"][0]
+            if self.api == "chat":
+                text = choice["message"].get("content") or ""
+                entries = ((choice.get("logprobs") or {}).get("content")) or []
+                logprobs = tuple(float(e["logprob"]) for e in entries)
+            else:
+                text = choice["text"]
+                logprobs = tuple(
+                    float(x) for x in ((choice.get("logprobs") or {}).get("token_logprobs") or [])
+                )
+            usage = data.get("usage") or {}
+            num_tokens = int(usage.get("completion_tokens") or len(logprobs))
+            finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise EngineError(
+                f"unexpected response shape ({type(exc).__name__}: {exc}): {str(data)[:300]}"
+            ) from None
+        return Generation(text=text.strip(), num_tokens=num_tokens, finish_reason=finish, logprobs_T=logprobs)
+
+    async def close(self) -> None:
+        await self.client.aclose()
