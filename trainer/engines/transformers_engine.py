@@ -67,6 +67,8 @@ class TransformersEngine(Engine):
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.name = name
+        self.batches_run = 0  # generate() calls made; requests served / batches_run = mean batch size
+        self.requests_served = 0
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name=f"{name}-generate", daemon=True)
@@ -165,6 +167,8 @@ class TransformersEngine(Engine):
                     continue
                 try:
                     results = self._generate_batch([r.prompt_ids for r in live], params)
+                    self.batches_run += 1
+                    self.requests_served += len(live)
                 except Exception as exc:
                     for request in live:
                         request.future.set_exception(EngineError(f"generation failed: {exc}"))

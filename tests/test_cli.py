@@ -1,0 +1,64 @@
+"""The `rewardgym` command, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def rewardgym(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rewardgym", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_listings() -> None:
+    envs_out = rewardgym("envs")
+    assert envs_out.returncode == 0
+    assert "rewardgym/Math-v0" in envs_out.stdout and "rewardgym/math" in envs_out.stdout
+    rewards_out = rewardgym("rewards")
+    assert rewards_out.returncode == 0
+    assert "soft_overlong(max_length, cache_length, name='overlong')" in rewards_out.stdout
+
+
+def test_eval_with_a_local_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = rewardgym(
+        "eval", "--model", str(tiny_model_dir), "--env", "rewardgym/Math-v0", "--env-arg", "few_shot=2",
+        "--num-tasks", "3", "--max-tokens", "4", "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "rewardgym/Math-v0" in out.stdout and "format" in out.stdout  # the summary table
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["envs"][0]["episodes"] == 3
+    assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 3
+
+
+def test_eval_against_an_openai_endpoint(model_server: str, tmp_path: Path) -> None:
+    out = rewardgym(
+        "eval", "--base-url", model_server, "--model", "tiny", "--suite", "rewardgym/math",
+        "--num-tasks", "2", "--max-tokens", "4", "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [e["name"] for e in summary["envs"]] == ["rewardgym/Math-v0", "rewardgym/Arithmetic-v0"]
+
+
+def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path: Path) -> None:
+    cases = [
+        (["--env", "rewardgym/Maths-v0"], "unknown environment 'rewardgym/Maths-v0'. Did you mean"),
+        (["--env-arg", "few_shot=9"], "few_shot must be between 0 and 4"),
+        (["--env-arg", "nonsense"], "expected KEY=VALUE"),
+        (["--suite", "rewardgym/math", "--env", "rewardgym/Math-v0"], "give --env or --suite, not both"),
+        (["--model", str(tmp_path / "no-model")], "is not a local directory"),
+        (["--suite", str(tmp_path / "missing.toml")], "suite file not found"),
+    ]
+    for args, message in cases:
+        start = time.monotonic()
+        out = rewardgym("eval", *args, "--no-progress")
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in " ".join(out.stderr.split()), (args, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert time.monotonic() - start < 60

@@ -1,0 +1,113 @@
+"""The transformers engine on a real tiny model loaded with from_pretrained."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trainer import EngineError, SamplingParams, TransformersEngine
+from trainer.engines import render_plain
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Iterator[TransformersEngine]:
+    e = TransformersEngine.from_pretrained(tiny_model_dir, device="cpu", max_batch_size=8)
+    yield e
+    e.shutdown()
+
+
+def test_plain_format_for_a_model_without_chat_template(engine: TransformersEngine) -> None:
+    assert engine.chat_format == "plain"
+    text = render_plain(
+        [*MESSAGES, {"role": "assistant", "content": "5"}, {"role": "user", "content": "Sure?"}]
+    )
+    assert text == "Be brief.\n\nUser: What is 2 + 3?\nAssistant: 5\n\nUser: Sure?\nAssistant:"
+    ids, stop = engine.render(MESSAGES)
+    assert engine.tokenizer.decode(ids, skip_special_tokens=True) == render_plain(MESSAGES)
+    assert stop == ("\nUser:",)
+
+
+def test_chat_template_is_used_when_the_tokenizer_has_one(tiny_chat_model_dir: Path) -> None:
+    engine = TransformersEngine.from_pretrained(tiny_chat_model_dir, device="cpu")
+    try:
+        assert engine.chat_format == "template"
+        ids, stop = engine.render(MESSAGES)
+        assert engine.tokenizer.decode(ids) == "<|system|>Be brief.\n<|user|>What is 2 + 3?\n<|assistant|>"
+        assert stop == ()
+        generation = asyncio.run(engine.generate(MESSAGES, SamplingParams(max_tokens=4, temperature=0)))
+        assert generation.prompt_token_ids == tuple(ids)
+    finally:
+        engine.shutdown()
+
+
+def test_greedy_generation_is_deterministic_and_respects_max_tokens(engine: TransformersEngine) -> None:
+    params = SamplingParams(max_tokens=12, temperature=0)
+    first = asyncio.run(engine.generate(MESSAGES, params))
+    second = asyncio.run(engine.generate(MESSAGES, params))
+    assert first == second
+    assert 1 <= first.num_tokens == len(first.token_ids) <= 12
+    assert first.finish_reason in ("stop", "length")
+    if first.finish_reason == "length":
+        assert first.num_tokens == 12
+    assert first.prompt_token_ids == tuple(engine.render(MESSAGES)[0])
+
+
+def test_stop_strings_cut_the_text_before_the_stop(engine: TransformersEngine) -> None:
+    prompt = "The quick brown fox"
+    free = asyncio.run(engine.complete(prompt, SamplingParams(max_tokens=24, temperature=0)))
+    assert len(free.text) >= 6, "the tiny model should produce some text"
+    stop = free.text[4:6]
+    cut = asyncio.run(engine.complete(prompt, SamplingParams(max_tokens=24, temperature=0, stop=(stop,))))
+    assert cut.text == free.text[: free.text.index(stop)]
+    assert cut.finish_reason == "stop"
+    assert cut.num_tokens <= free.num_tokens
+
+
+def test_concurrent_requests_are_batched(engine: TransformersEngine) -> None:
+    params = SamplingParams(max_tokens=6, temperature=0)
+    before_batches, before_requests = engine.batches_run, engine.requests_served
+
+    async def many() -> list:
+        return list(await asyncio.gather(*(engine.generate(MESSAGES, params) for _ in range(8))))
+
+    results = asyncio.run(many())
+    assert len({r.text for r in results}) == 1  # same prompt, same greedy answer, in one padded batch
+    assert engine.requests_served - before_requests == 8
+    assert engine.batches_run - before_batches < 8
+
+
+def test_sampling_logprobs_match_a_separate_forward_pass(engine: TransformersEngine) -> None:
+    import torch
+
+    params = SamplingParams(max_tokens=6, temperature=0.7, seed=123, logprobs=True)
+    generation = asyncio.run(engine.generate(MESSAGES, params))
+    assert len(generation.logprobs_T) == len(generation.token_ids) > 0
+    ids = list(generation.prompt_token_ids) + list(generation.token_ids)
+    with torch.no_grad():
+        logits = engine.model(input_ids=torch.tensor([ids])).logits[0].float()
+    expected = [
+        torch.log_softmax(logits[len(generation.prompt_token_ids) - 1 + t] / 0.7, dim=-1)[token].item()
+        for t, token in enumerate(generation.token_ids)
+    ]
+    assert generation.logprobs_T == pytest.approx(expected, abs=1e-4)
+    again = asyncio.run(engine.generate(MESSAGES, params))
+    assert again.token_ids == generation.token_ids  # the seed makes sampling repeatable
+
+
+def test_a_closed_engine_refuses_work(tiny_model_dir: Path) -> None:
+    engine = TransformersEngine.from_pretrained(tiny_model_dir, device="cpu")
+    engine.shutdown()
+    with pytest.raises(EngineError, match="is closed"):
+        asyncio.run(engine.generate(MESSAGES, SamplingParams(max_tokens=2)))
+
+
+def test_sampling_params_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)

@@ -1,0 +1,28 @@
+"""The examples in examples/ run as documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import envs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_custom_env_example_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "custom_env.py")], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Not quite. The letters are: r e w a r d | reward 0.0" in out.stdout
+    assert "second try: reward 1.0 terminated True" in out.stdout
+
+
+def test_example_suite_file_builds_every_member() -> None:
+    suite = envs.get_suite(str(EXAMPLES / "suites" / "math_mix.toml"))
+    assert suite.probabilities == {"rewardgym/Math-v0": 0.5, "arithmetic": 0.25, "equations": 0.25}
+    made = suite.make_envs()
+    assert len(made["rewardgym/Math-v0"].examples) == 8  # four few-shot exchanges
+    assert made["equations"].reset(seed=0)[1]["task_id"].startswith("reasoning_gym/simple_equations/")
