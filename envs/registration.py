@@ -16,15 +16,14 @@ group: each entry point names a callable that calls `register_env` (or plain
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
 from typing import Any
 
 import gymnasium
 from gymnasium.envs.registration import EnvSpec
 
 from envs.core import MultiTurnEnv
+from rewards.plugins import run_entry_points
 
 NAMESPACE = "rewardgym"
 PLUGIN_GROUP = "rewardgym.envs"
@@ -94,25 +93,14 @@ def make(env_id: str, **kwargs: Any) -> MultiTurnEnv:
 
 
 def load_env_plugins() -> list[str]:
-    """Run each `rewardgym.envs` entry point once; a broken plugin warns and is skipped."""
-    loaded = []
-    for ep in entry_points(group=PLUGIN_GROUP):
-        if ep.name in _loaded_plugins:
-            continue
-        try:
-            before = set(gymnasium.registry)
-            hook = ep.load()
-            if callable(hook):
-                hook()
-            _text_env_ids.update(set(gymnasium.registry) - before)
-            _loaded_plugins.add(ep.name)
-            loaded.append(ep.name)
-        except Exception as exc:
-            warnings.warn(
-                f"rewardgym environment plugin {ep.name!r} ({ep.value}) failed to load: {exc}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    """Run each `rewardgym.envs` entry point once; a broken plugin warns and is skipped.
+
+    Ids a plugin registers with plain `gymnasium.register` are listed too.
+    """
+    before = set(gymnasium.registry)
+    loaded = run_entry_points(PLUGIN_GROUP, "environment", skip=_loaded_plugins)
+    _loaded_plugins.update(loaded)
+    _text_env_ids.update(set(gymnasium.registry) - before)
     return loaded
 
 

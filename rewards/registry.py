@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import warnings
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
 from rewards.base import GroupReward, Reward
+from rewards.plugins import run_entry_points
 
 RewardFactory = Callable[..., Reward | GroupReward]
 PLUGIN_GROUP = "rewardgym.rewards"
@@ -73,17 +72,4 @@ def describe_reward(name: str) -> dict[str, Any]:
 
 def load_reward_plugins() -> list[str]:
     """Run every `rewardgym.rewards` entry point; a broken plugin warns and is skipped."""
-    loaded = []
-    for ep in entry_points(group=PLUGIN_GROUP):
-        try:
-            hook = ep.load()
-            if callable(hook):
-                hook()
-            loaded.append(ep.name)
-        except Exception as exc:
-            warnings.warn(
-                f"rewardgym reward plugin {ep.name!r} ({ep.value}) failed to load: {exc}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    return loaded
+    return run_entry_points(PLUGIN_GROUP, "reward")

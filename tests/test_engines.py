@@ -99,6 +99,21 @@ def test_sampling_logprobs_match_a_separate_forward_pass(engine: TransformersEng
     assert again.token_ids == generation.token_ids  # the seed makes sampling repeatable
 
 
+def test_sampling_uses_the_whole_distribution(engine: TransformersEngine) -> None:
+    """No hidden top-k: transformers fills an unset top_k with 50, which would cap this at 50.
+
+    The random tiny model spreads its next-token probability over ~384 tokens, so 200 draws
+    of one token give far more than 50 distinct tokens unless something truncates them.
+    """
+    params = [SamplingParams(max_tokens=1, temperature=1.0, seed=seed) for seed in range(25)]
+
+    async def draws() -> list:
+        return list(await asyncio.gather(*(engine.complete("The", p) for p in params for _ in range(8))))
+
+    first_tokens = {g.token_ids[0] for g in asyncio.run(draws())}
+    assert len(first_tokens) > 60
+
+
 def test_a_closed_engine_refuses_work(tiny_model_dir: Path) -> None:
     engine = TransformersEngine.from_pretrained(tiny_model_dir, device="cpu")
     engine.shutdown()

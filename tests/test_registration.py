@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import gymnasium
@@ -12,6 +9,8 @@ import pytest
 
 import envs
 from envs import MathEnv, UnknownEnvError
+
+from conftest import run_with_plugin
 
 
 def test_gymnasium_make_works_for_our_ids() -> None:
@@ -47,37 +46,24 @@ def test_unknown_ids_and_bad_arguments_are_clear_errors() -> None:
 
 
 def test_a_separately_installed_package_adds_environments(tmp_path: Path) -> None:
-    """A real dist-info with a `rewardgym.envs` entry point, discovered by importlib.metadata."""
-    site = tmp_path / "site"
-    (site / "acme_envs").mkdir(parents=True)
-    (site / "acme_envs" / "__init__.py").write_text(
-        textwrap.dedent(
-            """
-            from envs import MultiTurnEnv, Task, TaskList, register_env
-            from rewards import FunctionReward
+    """A `rewardgym.envs` entry point in another package; a broken one only warns."""
+    source = """
+        from envs import MultiTurnEnv, Task, TaskList, register_env
+        from rewards import FunctionReward
 
-            class Echo(MultiTurnEnv):
-                def __init__(self, render_mode=None):
-                    tasks = TaskList([Task(id="e1", prompt="say hi", answer="hi")])
-                    reward = FunctionReward(lambda s: s.completion == s.reference, name="echo")
-                    super().__init__(tasks, reward, render_mode=render_mode)
+        class Echo(MultiTurnEnv):
+            def __init__(self, render_mode=None):
+                tasks = TaskList([Task(id="e1", prompt="say hi", answer="hi")])
+                reward = FunctionReward(lambda s: s.completion == s.reference, name="echo")
+                super().__init__(tasks, reward, render_mode=render_mode)
 
-            def register():
-                register_env("acme/Echo-v0", Echo, description="says hi back")
+        def register():
+            register_env("acme/Echo-v0", Echo, description="says hi back")
 
-            def broken():
-                raise ImportError("missing dependency")
-            """
-        )
-    )
-    dist = site / "acme_envs-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-envs\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[rewardgym.envs]\nacme = acme_envs:register\nbad = acme_envs:broken\n"
-    )
-    script = textwrap.dedent(
+        def broken():
+            raise ImportError("missing dependency")
         """
+    script = """
         import warnings
         warnings.simplefilter("always")
         import gymnasium, envs
@@ -87,11 +73,8 @@ def test_a_separately_installed_package_adds_environments(tmp_path: Path) -> Non
         print(env.step("hi")[1])
         print(envs.make("acme/Echo-v0").reset(seed=0)[1]["task_id"])
         """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    entries = {"acme": "acme_envs:register", "bad": "acme_envs:broken"}
+    out = run_with_plugin(tmp_path, "acme_envs", source, "rewardgym.envs", entries, script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "1.0", "e1"]
     assert "environment plugin 'bad' (acme_envs:broken) failed to load: missing dependency" in out.stderr

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
-import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +23,8 @@ from rewards import (
     reward_function,
     reward_names,
 )
+
+from conftest import run_with_plugin
 
 
 def run(coro):
@@ -175,40 +174,26 @@ def test_registry_errors_name_the_problem() -> None:
 
 
 def test_reward_plugins_load_from_entry_points_and_broken_ones_only_warn(tmp_path: Path) -> None:
-    """A separately installed package (a real dist-info on sys.path) adds a reward by name."""
-    site = tmp_path / "site"
-    (site / "acme_rewards").mkdir(parents=True)
-    (site / "acme_rewards" / "__init__.py").write_text(
-        textwrap.dedent(
-            """
-            from rewards import FunctionReward, register_reward
+    """A separately installed package adds a reward by name."""
+    source = """
+        from rewards import FunctionReward, register_reward
 
-            def register():
-                length = lambda s: len(s.completion)
-                register_reward("acme_len", lambda: FunctionReward(length, name="acme_len"))
+        def register():
+            length = lambda s: len(s.completion)
+            register_reward("acme_len", lambda: FunctionReward(length, name="acme_len"))
 
-            def broken():
-                raise RuntimeError("plugin bug")
-            """
-        )
-    )
-    dist = site / "acme_rewards-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-rewards\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[rewardgym.rewards]\nacme = acme_rewards:register\nbad = acme_rewards:broken\n"
-    )
-    script = (
-        "import asyncio, warnings\n"
-        "warnings.simplefilter('always')\n"
-        "from rewards import make_reward, Sample\n"
-        "r = make_reward('acme_len')\n"
-        "print(asyncio.run(r.score(Sample.from_completion('abcde'))).value)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        def broken():
+            raise RuntimeError("plugin bug")
+        """
+    script = """
+        import asyncio, warnings
+        warnings.simplefilter("always")
+        from rewards import make_reward, Sample
+        r = make_reward("acme_len")
+        print(asyncio.run(r.score(Sample.from_completion("abcde"))).value)
+        """
+    entries = {"acme": "acme_rewards:register", "bad": "acme_rewards:broken"}
+    out = run_with_plugin(tmp_path, "acme_rewards", source, "rewardgym.rewards", entries, script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "5.0"
     assert "reward plugin 'bad' (acme_rewards:broken) failed to load: plugin bug" in out.stderr

@@ -94,13 +94,23 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
             "data": [{"id": model_name, "object": "model", "owned_by": "rewardgym"}],
         }
 
-    def usage(generations: list[Generation]) -> dict[str, int]:
+    def envelope(
+        kind: str, id_prefix: str, choices: list[dict[str, Any]], generations: list[Generation]
+    ) -> dict[str, Any]:
+        """The OpenAI response wrapper around `choices`, with token usage."""
         prompt = len(generations[0].prompt_token_ids)
         completion = sum(g.num_tokens for g in generations)
         return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
+            "id": f"{id_prefix}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
         }
 
     def token_logprobs(generation: Generation) -> list[dict[str, Any]]:
@@ -123,14 +133,7 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
             }
             for i, g in enumerate(generations)
         ]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": choices,
-            "usage": usage(list(generations)),
-        }
+        return envelope("chat.completion", "chatcmpl", choices, list(generations))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> dict[str, Any]:
@@ -147,13 +150,6 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
             choices.append(
                 {"index": i, "text": g.text, "finish_reason": g.finish_reason, "logprobs": logprobs}
             )
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": choices,
-            "usage": usage(list(generations)),
-        }
+        return envelope("text_completion", "cmpl", choices, list(generations))
 
     return app

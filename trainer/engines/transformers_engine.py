@@ -53,12 +53,26 @@ class TransformersEngine(Engine):
         name: str = "transformers",
     ) -> None:
         import torch
+        from transformers import GenerationConfig
 
         self.torch = torch
         self.model = model
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        # Sampling is ours to define: a checkpoint's generation_config (top_k=64, top_p=0.95,
+        # repetition penalties...) would otherwise fill every field we leave unset, and the
+        # logprobs we report would not describe the distribution we sampled from.
+        checkpoint = getattr(model, "generation_config", None)
+        eos = getattr(checkpoint, "eos_token_id", None)
+        self.eos_token_ids: list[int] = (
+            list(eos) if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id]
+        )
+        model.generation_config = GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         if chat_format == "auto":
             chat_format = "template" if getattr(tokenizer, "chat_template", None) else "plain"
         if chat_format == "template" and not getattr(tokenizer, "chat_template", None):
@@ -183,7 +197,6 @@ class TransformersEngine(Engine):
         from transformers import GenerationConfig
 
         pad_id = self.tokenizer.pad_token_id
-        eos_id = self.tokenizer.eos_token_id
         width = max(len(p) for p in prompts)
         device = self.model.device
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
@@ -194,9 +207,9 @@ class TransformersEngine(Engine):
             do_sample=sample,
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None,
-            top_k=None,
+            top_k=0,  # 0 = off; None would become transformers' global default of 50
             pad_token_id=pad_id,
-            eos_token_id=eos_id,
+            eos_token_id=self.eos_token_ids,
             bos_token_id=self.tokenizer.bos_token_id,
             stop_strings=list(params.stop) or None,
         )
@@ -211,7 +224,7 @@ class TransformersEngine(Engine):
             )
         results = []
         for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True):
-            ids, ended = _cut_at_eos(row, eos_id, pad_id)
+            ids, ended = _cut_at_eos(row, self.eos_token_ids, pad_id)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             hit = [text.index(s) for s in params.stop if s in text]
             if hit:
@@ -244,9 +257,8 @@ class TransformersEngine(Engine):
         return tuple(logprobs_TV.gather(1, target_T[:, None])[:, 0].tolist())
 
 
-def _cut_at_eos(row: list[int], eos_id: int | list[int] | None, pad_id: int | None) -> tuple[list[int], bool]:
+def _cut_at_eos(row: list[int], eos_ids: list[int], pad_id: int | None) -> tuple[list[int], bool]:
     """Completion ids up to and including the first EOS; trailing padding dropped."""
-    eos_ids = set(eos_id if isinstance(eos_id, list) else [eos_id]) - {None}
     for i, token in enumerate(row):
         if token in eos_ids:
             return row[: i + 1], True
