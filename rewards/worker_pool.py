@@ -108,13 +108,13 @@ class _Worker:
 
     def __init__(self, target: str, warmup_args: tuple[Any, ...] | None, memory_limit_mb: int | None):
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        code = f"from rewards.worker_pool import _worker_main; _worker_main({child_sock.fileno()})"
+        # The worker imports exactly what the parent can, in the same order.
+        code = (
+            f"import sys; sys.path[:] = {sys.path!r}; "
+            f"from rewards.worker_pool import _worker_main; _worker_main({child_sock.fileno()})"
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code],
-            pass_fds=[child_sock.fileno()],
-            env=env,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-c", code], pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL
         )
         child_sock.close()
         self.conn = Connection(parent_sock.detach())

@@ -146,6 +146,7 @@ async def evaluate(
         sink = samples_path.open("w", encoding="utf-8")
 
     results: dict[str, list[EpisodeResult]] = defaultdict(list)
+    scored = {"count": 0, "total": 0.0}  # for the progress bar's running mean
     gate = asyncio.Semaphore(concurrency)
     progress = Progress(
         TextColumn("[bold]eval[/bold] {task.description}"),
@@ -181,8 +182,10 @@ async def evaluate(
         if sink is not None:
             sink.write(json.dumps(result.to_json()) + "\n")
             sink.flush()
-        done = [r for rs in results.values() for r in rs if not math.isnan(r.reward)]
-        running_mean = mean_or_nan([r.reward for r in done])
+        if not math.isnan(result.reward):
+            scored["count"] += 1
+            scored["total"] += result.reward
+        running_mean = scored["total"] / scored["count"] if scored["count"] else math.nan
         progress.update(bar, advance=1, description=f"mean reward {running_mean:.3f}")
 
     try:

