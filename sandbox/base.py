@@ -1,0 +1,160 @@
+"""The sandbox contract: `await sandbox.run(request) -> RunResult`, never an exception for
+anything the code did. Backends built on the supervisor share `SupervisorSandbox`, which
+keeps a pool of warm supervisors (or starts one per run when `warm=False`)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sandbox.supervisor_link import SupervisorProcess, build_payload, result_from_report
+from sandbox.types import RunRequest, RunResult, RunStatus, SandboxError
+
+
+class Sandbox(ABC):
+    """Runs untrusted code under hard limits.
+
+    `run` is async and safe to call concurrently (runs beyond the backend's concurrency
+    wait their turn); `run_sync` is the blocking twin. Failures of the code are results
+    (status error/timeout/memory/output-limit); failures of the sandbox are results with
+    status sandbox-error. Only a sandbox that cannot work at all raises (SandboxError, at
+    construction). Close it, or use it as a context manager.
+    """
+
+    name: str = "sandbox"
+    max_concurrency: int = 1
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    @abstractmethod
+    def run_sync(self, request: RunRequest) -> RunResult: ...
+
+    async def run(self, request: RunRequest) -> RunResult:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(4, 2 * self.max_concurrency), thread_name_prefix=f"{self.name}-run"
+                )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run_sync, request)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SupervisorPool:
+    """Idle supervisors ready for the next run, at most `size` alive at once."""
+
+    def __init__(self, spawn: Any, size: int) -> None:
+        self._spawn = spawn
+        self.size = size
+        self._idle: list[Any] = []
+        self._alive = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def acquire(self) -> Any:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise SandboxError("the sandbox is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._alive < self.size:
+                    self._alive += 1
+                    break
+                self._cond.wait()
+        try:
+            return self._spawn()
+        except BaseException:
+            with self._cond:
+                self._alive -= 1
+                self._cond.notify()
+            raise
+
+    def release(self, item: Any, healthy: bool) -> None:
+        with self._cond:
+            if healthy and not self._closed:
+                self._idle.append(item)
+            else:
+                self._alive -= 1
+                item.close()
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._alive -= len(idle)
+            self._cond.notify_all()
+        for item in idle:
+            item.close()
+
+
+class SupervisorSandbox(Sandbox):
+    """A backend whose runs go through the supervisor. Subclasses say how to start one
+    (`_start_supervisor`) and may adjust the payload and result (`_before_run`, `_after_run`)."""
+
+    workdir: str = "/work"
+
+    def __init__(self, *, warm: bool, pool_size: int) -> None:
+        super().__init__()
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        self.warm = warm
+        self.max_concurrency = pool_size
+        self._pool = SupervisorPool(self._start_supervisor, pool_size)
+        self.runs_started = 0
+
+    @abstractmethod
+    def _start_supervisor(self) -> SupervisorProcess: ...
+
+    @abstractmethod
+    def _env(self) -> dict[str, str]: ...
+
+    def _before_run(self, process: SupervisorProcess, request: RunRequest) -> None:
+        """Hook: e.g. set this run's cgroup limits."""
+
+    def _after_run(self, process: SupervisorProcess, request: RunRequest, result: RunResult) -> RunResult:
+        """Hook: e.g. turn a kill by the cgroup memory limit into status memory."""
+        return result
+
+    def run_sync(self, request: RunRequest) -> RunResult:
+        started = time.perf_counter()
+        try:
+            payload = build_payload(request, workdir=self.workdir, env=self._env())
+        except ValueError as exc:
+            return RunResult.sandbox_error(str(exc))
+        try:
+            process = self._pool.acquire()
+        except SandboxError as exc:
+            return RunResult.sandbox_error(str(exc), time.perf_counter() - started)
+        healthy = False
+        try:
+            self.runs_started += 1
+            self._before_run(process, request)
+            report = process.call(payload)
+            result = result_from_report(report, time.perf_counter() - started)
+            result = self._after_run(process, request, result)
+            healthy = self.warm and process.alive() and result.status is not RunStatus.SANDBOX_ERROR
+            return result
+        except SandboxError as exc:
+            return RunResult.sandbox_error(str(exc), time.perf_counter() - started)
+        finally:
+            self._pool.release(process, healthy)
+
+    def close(self) -> None:
+        self._pool.close()
+        super().close()

@@ -1,0 +1,197 @@
+"""The default backend: Linux namespaces through bubblewrap (`bwrap`, Debian's `bubblewrap`).
+
+The sandbox sees an empty root (tmpfs) with /usr, the Python install and the few /etc
+files the dynamic loader needs bound read-only; no network namespace peers (not even the
+host's loopback); its own PID, IPC and UTS namespaces; a cleared environment. Inside it,
+the supervisor gives each run fresh namespaces and tmpfs dirs of its own (see
+`supervisor.py`).
+
+Process limits: the kernel ignores RLIMIT_NPROC for root, so as root the sandbox puts
+each supervisor in a cgroup with `pids.max` (and a memory limit over the whole run);
+where no cgroup can be created it runs bwrap as an unprivileged uid instead, where
+RLIMIT_NPROC holds. Not root: RLIMIT_NPROC per user namespace holds anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sandbox.base import SupervisorSandbox
+from sandbox.cgroups import SandboxCgroup, detect_layout
+from sandbox.supervisor_link import WORKDIR, SupervisorProcess, base_env
+from sandbox.types import RunRequest, RunResult, RunStatus, SandboxError
+
+# Cheap modules most test programs import; a warm interpreter loads them once.
+DEFAULT_PRELOAD = (
+    "collections", "itertools", "functools", "math", "re", "typing", "heapq", "bisect",
+    "string", "json", "random", "dataclasses", "traceback", "io",
+)  # fmt: skip
+UNPRIVILEGED_UID = 65534  # "nobody": used only when root has no cgroup to stop a fork bomb
+SUPERVISOR_PROCESSES = 6  # bwrap (2), supervisor, runner, the run's init: headroom in pids.max
+RUN_MEMORY_OVERHEAD_MB = 96  # the supervisor's own share of a cgroup memory limit
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap), or use the docker backend; "
+    "to run code with no isolation at all, ask for it by name: backend='unsafe-no-isolation'"
+)
+
+
+@dataclass(frozen=True)
+class BubblewrapConfig:
+    """`python`: the interpreter inside (default: this Python's base install, bound read-only;
+    site-packages visible, .pth hooks not run). `ro_binds`: extra host paths to show read-only.
+    `use_cgroups`: None = wherever the host allows. `pool_size`: warm supervisors (default:
+    one per CPU)."""
+
+    python: str | None = None
+    warm: bool = True
+    pool_size: int | None = None
+    ro_binds: tuple[str, ...] = ()
+    use_cgroups: bool | None = None
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    bwrap: str = "bwrap"
+
+
+def default_python() -> tuple[str, str]:
+    """(interpreter, install prefix) of this Python's base install, not a venv's shim."""
+    prefix = sys.base_prefix
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (Path(prefix) / "bin" / version, Path(sys.executable).resolve()):
+        if candidate.exists():
+            return str(candidate), prefix
+    raise SandboxError(f"cannot find the base interpreter under {prefix}")
+
+
+class _CgroupedSupervisor(SupervisorProcess):
+    cgroup: SandboxCgroup | None = None
+    oom_kills_seen = 0
+
+    def close(self) -> None:
+        super().close()
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+
+
+class BubblewrapSandbox(SupervisorSandbox):
+    name = "bubblewrap"
+
+    def __init__(self, config: BubblewrapConfig | None = None) -> None:
+        self.config = config = config or BubblewrapConfig()
+        bwrap = shutil.which(config.bwrap)
+        if bwrap is None:
+            raise SandboxError(f"bubblewrap ({config.bwrap!r}) is not installed: {INSTALL_HINT}")
+        self.bwrap = bwrap
+        if config.python is None:
+            self.python, prefix = default_python()
+        else:
+            self.python = shutil.which(config.python) or config.python
+            prefix = str(Path(self.python).resolve().parent.parent)
+        self.python_prefix = prefix
+        self.cgroup_layout = detect_layout() if config.use_cgroups is not False else None
+        if config.use_cgroups and self.cgroup_layout is None:
+            raise SandboxError("use_cgroups=True, but no cgroup with pids and memory controllers is writable")
+        self.run_as: int | None = None
+        if os.geteuid() == 0 and self.cgroup_layout is None:
+            self.run_as = UNPRIVILEGED_UID
+        super().__init__(warm=config.warm, pool_size=config.pool_size or os.cpu_count() or 1)
+        # Start one now: a sandbox that cannot isolate refuses here, with bwrap's reason.
+        self._pool.release(self._pool.acquire(), healthy=True)
+
+    @property
+    def isolation(self) -> str:
+        """A one-line account of how process limits hold, for logs and the bench."""
+        if self.cgroup_layout is not None:
+            return f"namespaces + cgroup v{self.cgroup_layout.version} (pids, memory)"
+        if self.run_as is not None:
+            return f"namespaces + unprivileged uid {self.run_as} (RLIMIT_NPROC)"
+        return "namespaces + RLIMIT_NPROC (non-root user)"
+
+    def _env(self) -> dict[str, str]:
+        return base_env(str(Path(self.python).parent))
+
+    def bwrap_argv(self) -> list[str]:
+        argv = [
+            self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+            "--clearenv", "--hostname", "sandbox", "--tmpfs", "/", "--ro-bind", "/usr", "/usr",
+        ]  # fmt: skip
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(top):
+                argv += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                argv += ["--ro-bind", top, top]
+        for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime"):
+            argv += ["--ro-bind-try", etc, etc]
+        if not self.python_prefix.startswith("/usr/"):
+            argv += ["--ro-bind", self.python_prefix, self.python_prefix]
+        for path in self.config.ro_binds:
+            argv += ["--ro-bind", path, path]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--dir", WORKDIR, "--dir", "/tmp", "--chdir", WORKDIR]
+        for key, value in self._env().items():
+            argv += ["--setenv", key, value]
+        return [*argv, "--"]
+
+    def _start_supervisor(self) -> SupervisorProcess:
+        cgroup = SandboxCgroup(self.cgroup_layout) if self.cgroup_layout is not None else None
+        config = {
+            "isolated": True,
+            "site_packages": True,
+            "sys_path": [],
+            "preload": list(self.config.preload) if self.warm else [],
+        }
+        try:
+            if cgroup is not None:
+                cgroup.set_limits(64, 1 << 30)
+            process = _CgroupedSupervisor(
+                self.bwrap_argv(),
+                self.python,
+                config,
+                cgroup_procs=[str(p) for p in cgroup.procs_files] if cgroup else (),
+                user=self.run_as,
+            )
+        except SandboxError as exc:
+            if cgroup is not None:
+                cgroup.destroy()
+            hint = ""
+            if self.run_as is not None:
+                hint = (
+                    f" (running as uid {self.run_as} because no cgroup is writable here: the interpreter "
+                    f"{self.python} must be readable by that user; pass python='/usr/bin/python3')"
+                )
+            raise SandboxError(f"{exc}{hint}") from None
+        except OSError as exc:
+            if cgroup is not None:
+                cgroup.destroy()
+            raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
+        process.cgroup = cgroup
+        return process
+
+    def _before_run(self, process: SupervisorProcess, request: RunRequest) -> None:
+        assert isinstance(process, _CgroupedSupervisor)
+        if process.cgroup is None:
+            return
+        limits = request.limits
+        memory_mb = limits.memory_mb + 3 * limits.disk_mb + RUN_MEMORY_OVERHEAD_MB
+        if request.command is None and request.language in ("c", "cpp"):
+            memory_mb = max(memory_mb, 2048 + 3 * limits.disk_mb)
+        process.cgroup.set_limits(limits.max_processes + SUPERVISOR_PROCESSES, memory_mb << 20)
+        process.oom_kills_seen = process.cgroup.oom_kills()
+
+    def _after_run(self, process: SupervisorProcess, request: RunRequest, result: RunResult) -> RunResult:
+        assert isinstance(process, _CgroupedSupervisor)
+        if process.cgroup is None or result.status not in (RunStatus.ERROR, RunStatus.SANDBOX_ERROR):
+            return result
+        if process.cgroup.oom_kills() > process.oom_kills_seen:
+            message = f"killed by the memory limit ({request.limits.memory_mb} MiB plus the run's tmpfs)"
+            return replace(result, status=RunStatus.MEMORY, message=message)
+        return result
+
+
+def bwrap_version(bwrap: str = "bwrap") -> str | None:
+    path = shutil.which(bwrap)
+    if path is None:
+        return None
+    return subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout.strip()
