@@ -47,6 +47,11 @@ class Sandbox(ABC):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def __deepcopy__(self, memo: dict[int, object]) -> Sandbox:
+        """A sandbox is a shared resource (processes, cgroups): copies share it, so that
+        gymnasium's re-make of an env built with `sandbox=` works."""
+        return self
+
     def __enter__(self) -> Sandbox:
         return self
 
@@ -93,6 +98,11 @@ class SupervisorPool:
                 item.close()
             self._cond.notify()
 
+    def idle(self) -> list[Any]:
+        """A snapshot of the idle items (for health checks; do not run on them)."""
+        with self._cond:
+            return list(self._idle)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -105,7 +115,11 @@ class SupervisorPool:
 
 class SupervisorSandbox(Sandbox):
     """A backend whose runs go through the supervisor. Subclasses say how to start one
-    (`_start_supervisor`) and may adjust the payload and result (`_before_run`, `_after_run`)."""
+    (`_start_supervisor`) and may adjust the payload and result (`_before_run`, `_after_run`).
+
+    Warm: a pool of long-lived supervisors, each forking a fresh isolated child per run.
+    Cold: a new supervisor per run, sized for that run, closed in the background after
+    its report is in (the caller does not wait for the teardown)."""
 
     workdir: str = "/work"
 
@@ -115,14 +129,25 @@ class SupervisorSandbox(Sandbox):
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.warm = warm
         self.max_concurrency = pool_size
-        self._pool = SupervisorPool(self._start_supervisor, pool_size)
+        self._pool = SupervisorPool(lambda: self._start_supervisor(None), pool_size)
+        self._cold_slots = threading.BoundedSemaphore(pool_size)
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-close")
+        self._closed = False
         self.runs_started = 0
 
     @abstractmethod
-    def _start_supervisor(self) -> SupervisorProcess: ...
+    def _start_supervisor(self, request: RunRequest | None) -> SupervisorProcess:
+        """A ready supervisor: for `request` alone (cold), or for any run (warm, request None)."""
 
     @abstractmethod
     def _env(self) -> dict[str, str]: ...
+
+    def _probe(self) -> None:
+        """Start one supervisor now, so a sandbox that cannot work refuses at construction."""
+        if self.warm:
+            self._pool.release(self._pool.acquire(), healthy=True)
+        else:
+            self._start_supervisor(None).close()
 
     def _before_run(self, process: SupervisorProcess, request: RunRequest) -> None:
         """Hook: e.g. set this run's cgroup limits."""
@@ -131,6 +156,33 @@ class SupervisorSandbox(Sandbox):
         """Hook: e.g. turn a kill by the cgroup memory limit into status memory."""
         return result
 
+    def _checkout(self, request: RunRequest) -> SupervisorProcess:
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        if self.warm:
+            return self._pool.acquire()
+        self._cold_slots.acquire()
+        try:
+            return self._start_supervisor(request)
+        except BaseException:
+            self._cold_slots.release()
+            raise
+
+    def _checkin(self, process: SupervisorProcess, healthy: bool) -> None:
+        if self.warm:
+            self._pool.release(process, healthy)
+            return
+        self._cold_slots.release()
+        self._closer.submit(self._close_cold, process)
+
+    def _close_cold(self, process: SupervisorProcess) -> None:
+        """Runs on the closer thread, off the caller's path."""
+        process.close(grace_s=2.0)
+
+    def wait_for_cleanup(self) -> None:
+        """Block until every cold supervisor handed to the closer is gone."""
+        self._closer.submit(lambda: None).result()
+
     def run_sync(self, request: RunRequest) -> RunResult:
         started = time.perf_counter()
         try:
@@ -138,7 +190,7 @@ class SupervisorSandbox(Sandbox):
         except ValueError as exc:
             return RunResult.sandbox_error(str(exc))
         try:
-            process = self._pool.acquire()
+            process = self._checkout(request)
         except SandboxError as exc:
             return RunResult.sandbox_error(str(exc), time.perf_counter() - started)
         healthy = False
@@ -148,13 +200,15 @@ class SupervisorSandbox(Sandbox):
             report = process.call(payload)
             result = result_from_report(report, time.perf_counter() - started)
             result = self._after_run(process, request, result)
-            healthy = self.warm and process.alive() and result.status is not RunStatus.SANDBOX_ERROR
+            healthy = process.alive() and result.status is not RunStatus.SANDBOX_ERROR
             return result
         except SandboxError as exc:
             return RunResult.sandbox_error(str(exc), time.perf_counter() - started)
         finally:
-            self._pool.release(process, healthy)
+            self._checkin(process, healthy)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.close()
+        self._closer.shutdown(wait=True)
         super().close()

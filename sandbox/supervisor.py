@@ -1,26 +1,34 @@
 """The supervisor: the one program that runs *inside* the sandbox.
 
-Standard library only, and it never imports rewardgym: the host hands it over as source
-(`python -I -S -c SOURCE`), so it works with any Python 3.8+ the sandbox can see.
+Standard library only, and it never imports rewardgym: the host hands it over (as a
+code object, or as source to another Python version), so it works with any Python 3.8+
+the sandbox can see. Requests come from the host as length-prefixed marshal; reports go
+back as length-prefixed JSON.
 
-It serves requests from the host over fd 3 (length-prefixed JSON). For each request it
-forks, and the child enters fresh namespaces of its own (user, mount, PID, IPC, UTS): a
-new tmpfs at /work, /tmp and /dev/shm, a new PID 1 whose exit takes every process of the
-run with it. That child ("the run's init") writes the files, runs the compile step and
-the program under rlimits with capabilities dropped, reads their output with a cap,
-enforces the wall clock, fetches the requested files and reports back. Nothing of one
-run survives into the next: a warm supervisor is just a pre-imported interpreter that
-forks a fresh, isolated child per run.
+Three modes, chosen by the host's config:
 
-Process tree of one run (PIDs as the run sees them):
+- "warm": a long-lived, pre-imported interpreter. For each request it forks a runner
+  that enters fresh namespaces (user, mount, PID, IPC, UTS): a new tmpfs at /work, /tmp
+  and /dev/shm and a new PID 1 (the run's init) whose exit takes every process of the
+  run with it. The program is forked by that init with capabilities dropped. Nothing of
+  one run survives into the next.
 
-    supervisor ─ fork ─> runner (unshares namespaces) ─ fork ─> init (PID 1) ─ fork ─> program (PID 2)
+      supervisor ─ fork ─> runner (unshares) ─ fork ─> init (PID 1) ─ fork ─> program (PID 2)
+
+- "cold": one request, then exit. bubblewrap made fresh namespaces and tmpfs dirs for
+  this run alone and the supervisor is PID 1 (`--as-pid-1`), so it is the run's init
+  itself: no extra forks, no ctypes.
+- "unisolated": the explicit unsafe opt-in. A fresh work dir per run, rlimits and the
+  wall clock; no namespaces.
+
+The init writes the files, runs the compile step and the program under rlimits, reads
+their output with a cap, enforces the wall clock, fetches the requested files and
+reports back.
 """
 
 # Imports are kept few and cheap (no json, re, enum, socket): a cold run pays for each one.
 import _signal as signal
 import binascii
-import ctypes
 import errno
 import marshal
 import os
@@ -40,11 +48,22 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 
 CAP_VERSION_3 = 0x20080522
 MIB = 1 << 20
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_LIBC = []
+
+
+def libc():
+    """libc through ctypes, imported on first use (a cold run never needs it)."""
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
 
 
 def _check(result, what):
     if result != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
@@ -138,7 +157,11 @@ def unb64(text):
 def enter_run_namespaces():
     """Called in the runner: fresh user/mount/PID/IPC/UTS namespaces, root inside only."""
     uid, gid = os.getuid(), os.getgid()
-    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    # The supervisor is not dumpable, which makes /proc/self root-owned; as a non-root
+    # uid the runner could then not write its own uid_map. The run is dumpable again.
+    libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    _check(libc().unshare(flags), "unshare")
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
@@ -149,22 +172,25 @@ def enter_run_namespaces():
 
 def mount_private_dirs(limits, dirs):
     """Called in the run's init: a fresh size-limited tmpfs on each private dir."""
-    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    _check(libc().mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
     options = ("size=%dm,mode=1777" % limits["disk_mb"]).encode()
     for path in dirs:
-        _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options), "mount " + path)
+        flags = MS_NOSUID | MS_NODEV
+        _check(libc().mount(b"tmpfs", path.encode(), b"tmpfs", flags, options), "mount " + path)
 
 
 def drop_privileges():
     """The program keeps no capabilities, cannot regain any through exec, and cannot be ptraced
     by anything but its own ancestors."""
     cap = 0
-    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+    while libc().prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
         cap += 1
+    import ctypes
+
     header = (ctypes.c_uint32 * 2)(CAP_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()
-    _check(_libc.capset(header, data), "capset")
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(libc().capset(header, data), "capset")
+    _check(libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
 def set_limits(limits, processes):
@@ -220,7 +246,7 @@ class StepResult:
         }
 
 
-def run_program(step, limits, workdir, env, isolated):
+def run_program(step, limits, workdir, env, mode):
     """Fork the program, feed stdin, collect capped output, enforce wall and output limits.
 
     `step` is {"argv": [...]} to exec, or {"python": "main.py", "args": [...]} to run the
@@ -245,9 +271,9 @@ def run_program(step, limits, workdir, env, isolated):
             os.closerange(3, note_w)
             os.closerange(note_w + 1, 1 << 16)
             os.chdir(workdir)
-            if isolated:
+            if mode == "warm":  # cold: bwrap already dropped every capability
                 drop_privileges()
-            set_limits(limits, limits["max_processes"] if isolated else None)
+            set_limits(limits, limits["max_processes"] if mode != "unisolated" else None)
             try:
                 with open("/proc/self/oom_score_adj", "w") as f:
                     f.write("1000")  # under memory pressure, the program goes first
@@ -353,10 +379,14 @@ def _pump(pid, result, step, limits, started, stdin_w, out_r, err_r):
         if not exited and now >= deadline:
             result.status = "timeout"
             result.message = "wall-clock limit of %gs reached" % limits["wall_time_s"]
-            _kill_run(pid)
+            status, usage = _kill_run(pid)
+            exited, result.wall = True, time.monotonic() - started
+            os.close(pidfd)
             continue
         watched = list(readers) if exited else [*readers, pidfd]
-        ready_r, ready_w, _ = select.select(watched, writers, [], 1.0 if exited else deadline - now)
+        ready_r, ready_w, _ = select.select(watched, writers, [], 1.0 if exited else min(0.1, deadline - now))
+        if not exited:
+            _reap_orphans(pid)
         for fd in ready_w:
             try:
                 sent = os.write(fd, stdin_data[:65536])
@@ -379,37 +409,64 @@ def _pump(pid, result, step, limits, started, stdin_w, out_r, err_r):
             buffer += chunk[: max(room, 0)]
             if len(chunk) > room:
                 setattr(result, name + "_truncated", True)
-                if not exited and result.status == "ok":
+                if result.status == "ok":
                     result.status = "output-limit"
                     result.message = "%s passed the %d-byte limit" % (name, cap)
-                    _kill_run(pid)
+                if not exited:  # the rest of its output would be thrown away: stop it now
+                    status, usage = _kill_run(pid)
+                    exited, result.wall = True, time.monotonic() - started
+                    os.close(pidfd)
     for fd in [*writers, *readers]:
         os.close(fd)
     _record_exit(result, status, usage, limits)
 
 
 def _kill_run(pid):
+    """Kill the program and everything it started; return its (status, rusage)."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _, status, usage = os.wait4(pid, 0)  # before any reaping of others, which could take it
     _kill_everything_else()
+    return status, usage
 
 
 def _kill_everything_else():
-    """As the run's PID 1, kill(-1) reaches every process of the run and nothing outside it."""
+    """As the run's PID 1, kill(-1) reaches every process of the run and nothing outside it.
+    Repeated until nothing is left to signal, so a fork bomb cannot outrun one pass."""
     if os.getpid() != 1:
         return
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for _ in range(1000):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        _reap()
+
+
+def _reap_orphans(program):
+    """As PID 1, reap orphans of the program as they die, so zombies do not hold on to
+    pids.max while the program runs. The program itself is left for wait4."""
+    if os.getpid() != 1:
+        return
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid == program:
+            return
+        os.waitpid(info.si_pid, 0)
+
+
+def _reap():
     while True:
         try:
             if os.waitpid(-1, os.WNOHANG) == (0, 0):
-                break
+                return
         except ChildProcessError:
-            break
+            return
 
 
 def _record_exit(result, status, usage, limits):
@@ -450,46 +507,43 @@ def _read_all(fd):
 # -- one run -------------------------------------------------------------------------
 
 
-def run_init(request, isolated, report_fd):
-    """The run's init: private dirs, files, compile, run, fetch, report. Never returns."""
-    report = {"status": "sandbox-error", "message": "the run's init failed"}
+def execute(request, mode):
+    """The run's init: private dirs, files, compile, run, fetch. Returns the report."""
+    limits = request["limits"]
+    workdir = request["workdir"]
+    if mode == "warm":
+        mount_private_dirs(limits, request["private_dirs"])
+    elif mode == "unisolated":  # a fresh dir per run under the host's, removed afterwards
+        workdir = os.path.join(workdir, "run-%d" % os.getpid())
+        os.makedirs(workdir)
     try:
-        limits = request["limits"]
-        workdir = request["workdir"]
-        if isolated:
-            mount_private_dirs(limits, request["private_dirs"])
-        else:  # no namespaces: a fresh dir per run under the host's, removed afterwards
-            workdir = os.path.join(workdir, "run-%d" % os.getpid())
-            os.makedirs(workdir)
         _write_files(workdir, request["files"])
+        request["files"] = {}  # the program is forked from here: it gets no copy of the payload
         env = request["env"]
         report = {"status": "ok"}
         compile_step = request.get("compile")
         if compile_step is not None:
-            compiled = run_program(compile_step, compile_step["limits"], workdir, env, isolated)
+            compiled = run_program(compile_step, compile_step["limits"], workdir, env, mode)
             report["compile"] = compiled.as_dict()
             if compiled.status != "ok":
                 report["status"] = "compile-failed"
-                raise _Done
-        main = run_program(request["run"], limits, workdir, env, isolated)
+                return report
+        main = run_program(request["run"], limits, workdir, env, mode)
         report["run"] = main.as_dict()
         report["files"] = _fetch_files(workdir, request["fetch"], limits["max_file_bytes"])
-    except _Done:
-        pass
-    except BaseException as exc:  # every failure here is the sandbox's, reported as such
-        report = {"status": "sandbox-error", "message": "%s: %s" % (type(exc).__name__, exc)}
-    try:
-        if not isolated:
+        return report
+    finally:
+        if mode == "unisolated":
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-        _write_report(report_fd, report)
-    finally:
-        os._exit(0)
 
 
-class _Done(Exception):
-    pass
+def execute_to_json(request, mode):
+    try:
+        return to_json(execute(request, mode))
+    except BaseException as exc:  # every failure here is the sandbox's, reported as such
+        return to_json({"status": "sandbox-error", "message": "%s: %s" % (type(exc).__name__, exc)})
 
 
 def _write_files(workdir, files):
@@ -517,12 +571,12 @@ def _fetch_files(workdir, names, max_bytes):
     return fetched
 
 
-def _write_report(fd, report):
-    _write_all(fd, to_json(report).encode("utf-8", "replace"))
+def _write_report(fd, report_json):
+    _write_all(fd, report_json.encode("utf-8", "replace"))
     os.close(fd)
 
 
-def handle(request, isolated):
+def handle_in_fresh_namespaces(request, mode):
     """Fork the runner, which forks the run's init; return the init's report (JSON text)."""
     report_r, report_w = os.pipe()
     sys.stdout.flush()
@@ -532,17 +586,21 @@ def handle(request, isolated):
         try:
             os.close(report_r)
             os.setpgid(0, 0)
-            if isolated:
+            if mode == "warm":
                 enter_run_namespaces()
             init = os.fork()
             if init == 0:
-                run_init(request, isolated, report_w)
+                try:
+                    _write_report(report_w, execute_to_json(request, mode))
+                finally:
+                    os._exit(0)
             os.close(report_w)
             _, status = os.waitpid(init, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
         except BaseException as exc:  # tell the supervisor, then leave the fork
             try:
-                _write_report(report_w, {"status": "sandbox-error", "message": "runner: %r" % (exc,)})
+                message = "runner: %r" % (exc,)
+                _write_report(report_w, to_json({"status": "sandbox-error", "message": message}))
             finally:
                 os._exit(1)
     os.close(report_w)
@@ -560,8 +618,14 @@ def handle(request, isolated):
                 break
             data += chunk
     os.close(report_r)
-    _killpg(runner)
-    os.waitpid(runner, 0)
+    # The runner exits once the init has, and the init's exit waits for the kernel to kill
+    # every process of its PID namespace: after this, nothing of the run is left.
+    while os.waitpid(runner, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline + 2.0:
+            _killpg(runner)
+            os.waitpid(runner, 0)
+            break
+        time.sleep(0.0005)
     if not data:
         return to_json({"status": "sandbox-error", "message": "the run gave no report before its deadline"})
     return data.decode("utf-8", "replace")  # the init's JSON, relayed as is
@@ -574,25 +638,30 @@ def _killpg(pgid):
         pass
 
 
-def serve(in_fd, out_fd, isolated):
+def serve(in_fd, out_fd, mode, one_shot):
     send_message(out_fd, {"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
     while True:
         request = recv_message(in_fd)
         if request is None:
             return
-        try:
-            report = handle(request, isolated)
-        except Exception as exc:  # keep serving; the host sees a sandbox-error
-            message = "supervisor: %s: %s" % (type(exc).__name__, exc)
-            report = to_json({"status": "sandbox-error", "message": message})
+        if one_shot:  # cold: this process is the run's init
+            report = execute_to_json(request, mode)
+        else:
+            try:
+                report = handle_in_fresh_namespaces(request, mode)
+            except Exception as exc:  # keep serving; the host sees a sandbox-error
+                message = "supervisor: %s: %s" % (type(exc).__name__, exc)
+                report = to_json({"status": "sandbox-error", "message": message})
         body = report.encode("utf-8", "replace")
         _write_all(out_fd, struct.pack(">I", len(body)) + body)
+        if one_shot:
+            return
 
 
 def main(in_fd, out_fd):
     """Serve the host: requests come on `in_fd`, reports go to `out_fd` (the same socket
     for local backends; stdin/stdout where only those reach the host). The first message is
-    the config: isolated, site_packages, sys_path, preload."""
+    the config: mode, one_shot, site_packages, sys_path, preload."""
     config = recv_message(in_fd)
     if config is None:
         return
@@ -605,14 +674,38 @@ def main(in_fd, out_fd):
             sys.path.append(path)
     for name in config["preload"]:
         __import__(name)  # a warm interpreter pays for common imports once, not per run
-    if config["isolated"]:
-        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if config["mode"] != "unisolated":
+        # Not dumpable: the program (same uid, no capabilities) cannot ptrace us or open
+        # our /proc files to forge a report. Worth the ctypes import even when cold.
+        libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        serve(in_fd, out_fd, config["isolated"])
+        serve(in_fd, out_fd, config["mode"], config["one_shot"])
     except OSError as exc:
         if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
             raise
+
+
+# The host starts the supervisor with this instead of the whole source: it reads the
+# supervisor's code object (or source, for another Python version) from the host, so a
+# cold start neither compiles nor ships 20 KB of source through argv.
+BOOTSTRAP = """
+import marshal, os, sys
+i, o = int(sys.argv[1]), int(sys.argv[2])
+os.write(o, ('%d.%d\\n' % sys.version_info[:2]).encode())
+def read(n):
+    b = b''
+    while len(b) < n:
+        c = os.read(i, n - len(b))
+        if not c:
+            raise SystemExit(0)
+        b += c
+    return b
+code = marshal.loads(read(int.from_bytes(read(4), 'big')))
+g = {'__name__': 'rewardgym_supervisor', '__builtins__': __builtins__}
+exec(compile(code, 'supervisor.py', 'exec') if isinstance(code, str) else code, g)
+g['main'](i, o)
+"""
 
 
 if __name__ == "__main__":

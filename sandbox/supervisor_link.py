@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import marshal
 import os
 import signal
 import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from sandbox.languages import get_language
-from sandbox.supervisor import recv_message, send_message
+from sandbox.supervisor import BOOTSTRAP, recv_message, send_message
 from sandbox.types import Limits, RunRequest, RunResult, RunStatus, SandboxError
 
 WORKDIR = "/work"
@@ -36,6 +39,16 @@ def supervisor_source() -> str:
     return resources.files("sandbox").joinpath("supervisor.py").read_text()
 
 
+@cache
+def supervisor_code_marshalled(version: str) -> bytes:
+    """What the bootstrap execs: our compiled code object when the sandbox runs this very
+    Python version (no compile per cold start), else the source."""
+    source = supervisor_source()
+    if version == "{}.{}".format(*sys.version_info[:2]):
+        return marshal.dumps(compile(source, "sandbox/supervisor.py", "exec"))
+    return marshal.dumps(source)
+
+
 def base_env(python_bin_dir: str | None, workdir: str = WORKDIR) -> dict[str, str]:
     path = f"{python_bin_dir}:{DEFAULT_PATH}" if python_bin_dir else DEFAULT_PATH
     return {
@@ -45,6 +58,9 @@ def base_env(python_bin_dir: str | None, workdir: str = WORKDIR) -> dict[str, st
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        # glibc reserves 64 MiB of address space per malloc arena (one per thread): under the
+        # per-process address-space limit, threads would fail long before memory ran out.
+        "MALLOC_ARENA_MAX": "2",
     }
 
 
@@ -184,7 +200,8 @@ class SupervisorProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         host_end, child_end = socket.socketpair()
-        argv = [*argv_prefix, python, "-I", "-S", "-B", "-c", supervisor_source(), str(child_end.fileno())]
+        fd = str(child_end.fileno())
+        argv = [*argv_prefix, python, "-I", "-S", "-B", "-c", BOOTSTRAP, fd, fd]
         if cgroup_procs:
             join = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 111; shift; done; '
             join += 'shift; exec "$@"'
@@ -208,9 +225,12 @@ class SupervisorProcess:
         self.sock = host_end
         self.sock.settimeout(startup_timeout_s)
         try:
+            version = self._read_line()
+            code = supervisor_code_marshalled(version)
+            self.sock.sendall(struct.pack(">I", len(code)) + code)
             send_message(self.sock, config)
             hello = recv_message(self.sock)
-        except (TimeoutError, OSError):
+        except (TimeoutError, OSError, ValueError):
             hello = None
         if not hello or not hello.get("ready"):
             detail = self.stderr_text() or f"exit status {self.process.poll()}"
@@ -218,6 +238,15 @@ class SupervisorProcess:
             raise SandboxError(f"the sandbox did not start: {detail}")
         self.python_version: str = hello["python"]
         self.runs = 0
+
+    def _read_line(self) -> str:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ValueError("the sandbox exited before saying hello")
+            line += chunk
+        return line.decode().strip()
 
     def stderr_text(self) -> str:
         self._stderr.seek(0)
@@ -240,10 +269,14 @@ class SupervisorProcess:
         self.runs += 1
         return report
 
-    def close(self) -> None:
-        """Kill the supervisor's whole session. Safe to call twice."""
+    def close(self, grace_s: float = 0.0) -> None:
+        """Kill the supervisor's whole session, after `grace_s` to exit by itself (a cold
+        supervisor does, once it has reported). Safe to call twice."""
         with contextlib.suppress(OSError):
             self.sock.close()
+        if grace_s > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace_s)
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)

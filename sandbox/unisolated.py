@@ -17,6 +17,7 @@ import warnings
 
 from sandbox.base import SupervisorSandbox
 from sandbox.supervisor_link import SupervisorProcess, base_env
+from sandbox.types import RunRequest
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,19 @@ class UnsafeNoIsolationSandbox(SupervisorSandbox):
         self._root = tempfile.mkdtemp(prefix="rewardgym-unsafe-")
         self.workdir = self._root
         super().__init__(warm=warm, pool_size=pool_size)
+        self._probe()
 
     def _env(self) -> dict[str, str]:
         return base_env(None, workdir=self._root)
 
-    def _start_supervisor(self) -> SupervisorProcess:
-        config = {"isolated": False, "site_packages": True, "sys_path": [], "preload": []}
+    def _start_supervisor(self, request: RunRequest | None) -> SupervisorProcess:
+        config = {
+            "mode": "unisolated",
+            "one_shot": request is not None,
+            "site_packages": True,
+            "sys_path": [],
+            "preload": [],
+        }
         return SupervisorProcess([], self.python, config, env=self._env())
 
     def close(self) -> None:
