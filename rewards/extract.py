@@ -75,3 +75,24 @@ def extract_answer(text: str, formats: Sequence[AnswerFormat] = DEFAULT_FORMATS)
         if answer:
             return answer
     return None
+
+
+_FENCE = re.compile(r"```[ \t]*(?P<tag>[\w+#.-]*)[^\n]*\n(?P<body>.*?)(?:```|\Z)", re.DOTALL)
+_LANGUAGE_TAGS = {
+    "python": {"python", "python3", "py", "py3"},
+    "c": {"c"},
+    "cpp": {"cpp", "c++", "cxx", "cc"},
+}
+
+
+def extract_code(text: str, language: str = "python") -> str:
+    """The program in a reply: the last fenced block tagged with `language`, else the last
+    untagged block, else the last block of any kind, else the whole text. A block left open
+    at the end (a reply cut off mid-program) counts up to the end."""
+    tags = _LANGUAGE_TAGS.get(language, {language})
+    blocks = [(m.group("tag").lower(), m.group("body")) for m in _FENCE.finditer(text)]
+    for wanted in (lambda tag: tag in tags, lambda tag: not tag, lambda tag: True):
+        chosen = [body for tag, body in blocks if wanted(tag)]
+        if chosen:
+            return chosen[-1]
+    return text
