@@ -81,8 +81,17 @@ def host() -> Iterator[Host]:
     marker.wait()
 
 
+# Every name an attack writes under; other processes on the machine may create files in /tmp too.
+ATTACK_FILE_NAMES = ("fill", "big", "evil", "secret", "left", "planted", "out", "main.", "rewardgym-probe")
+
+
 def _host_files() -> set[str]:
-    return {str(p) for d in ("/tmp", "/dev/shm") for p in Path(d).iterdir()}
+    return {
+        str(p)
+        for d in ("/tmp", "/dev/shm")
+        for p in Path(d).iterdir()
+        if p.name.startswith(ATTACK_FILE_NAMES)
+    }
 
 
 PROBE = """
