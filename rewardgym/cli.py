@@ -4,6 +4,7 @@ rewardgym eval            evaluate environments or a suite against a policy
 rewardgym envs            list environments and suites
 rewardgym rewards         list rewards
 rewardgym serve-model     serve a local model over the OpenAI API
+rewardgym serve-sandbox   serve the code sandbox over SandboxFusion's /run_code protocol
 rewardgym prepare-model   convert the embedded default model now
 """
 
@@ -225,6 +226,29 @@ def _serve_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_sandbox(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sandbox import make_sandbox
+    from sandbox.fusion import create_fusion_app
+
+    if args.pool_size is not None and args.pool_size < 1:
+        raise UsageError(f"--pool-size must be at least 1, got {args.pool_size}")
+    if args.docker_image is not None and args.backend != "docker":
+        raise UsageError("--docker-image goes with --backend docker")
+    options: dict[str, Any] = {} if args.pool_size is None else {"pool_size": args.pool_size}
+    if args.docker_image is not None:
+        options["image"] = args.docker_image
+    sandbox = make_sandbox(args.backend, **options)
+    try:
+        app = create_fusion_app(sandbox)
+        console.print(f"serving SandboxFusion's /run_code ({sandbox.name}) on http://{args.host}:{args.port}")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        sandbox.close()
+    return 0
+
+
 def _prepare_model(args: argparse.Namespace) -> int:
     from trainer import resolve_model
 
@@ -233,6 +257,8 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sandbox.factory import BACKENDS
+
     parser = argparse.ArgumentParser(
         prog="rewardgym", description="RL environments, rewards and training for LM agents."
     )
@@ -251,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-tokens", type=int, default=256, help="default max_tokens when a request gives none"
     )
+    serve_sandbox = sub.add_parser(
+        "serve-sandbox", help="serve the code sandbox over SandboxFusion's HTTP protocol (POST /run_code)"
+    )
+    serve_sandbox.add_argument("--host", default="127.0.0.1")
+    serve_sandbox.add_argument("--port", type=int, default=8080)
+    serve_sandbox.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="bubblewrap",
+        help="isolation; unsafe-no-isolation runs code with none (trusted code only)",
+    )
+    serve_sandbox.add_argument(
+        "--pool-size", type=int, help="runs at once (default: the backend's, e.g. one per CPU for bubblewrap)"
+    )
+    serve_sandbox.add_argument(
+        "--docker-image", help="for --backend docker: the image (Python 3.9+; gcc/g++ for C and C++)"
+    )
     prepare = sub.add_parser(
         "prepare-model", help="convert the embedded default model (or check a model directory)"
     )
@@ -262,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from envs import SuiteError, TaskFileError, UnknownEnvError
     from rewards import UnknownRewardError
+    from sandbox import SandboxError
     from trainer import ModelNotFoundError
 
     try:
@@ -271,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             "envs": _list_envs,
             "rewards": _list_rewards,
             "serve-model": _serve_model,
+            "serve-sandbox": _serve_sandbox,
             "prepare-model": _prepare_model,
         }
         return handlers[args.command](args)
@@ -281,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         SuiteError,
         TaskFileError,
         ModelNotFoundError,
+        SandboxError,
     ) as exc:
         return _fail(str(exc))
     except ImportError as exc:

@@ -556,8 +556,10 @@ def _write_files(workdir, files):
 
 
 def _fetch_files(workdir, names, max_bytes):
-    """Regular files only, never through a symlink; missing ones are left out."""
+    """Regular files only, never through a symlink; missing ones are left out, and so is
+    any file past a total of 4 x max_bytes (hard links can repeat one big file)."""
     fetched = {}
+    budget = 4 * max_bytes
     for rel in names:
         path = os.path.join(workdir, rel)
         try:
@@ -567,7 +569,11 @@ def _fetch_files(workdir, names, max_bytes):
         with os.fdopen(fd, "rb") as f:
             if not os.path.isfile(path) or os.path.islink(path):
                 continue
-            fetched[rel] = b64(f.read(max_bytes))
+            data = f.read(min(max_bytes, budget))
+            budget -= len(data)
+            if budget <= 0:
+                break
+            fetched[rel] = b64(data)
     return fetched
 
 
@@ -674,10 +680,9 @@ def main(in_fd, out_fd):
             sys.path.append(path)
     for name in config["preload"]:
         __import__(name)  # a warm interpreter pays for common imports once, not per run
-    if config["mode"] != "unisolated":
-        # Not dumpable: the program (same uid, no capabilities) cannot ptrace us or open
-        # our /proc files to forge a report. Worth the ctypes import even when cold.
-        libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # Not dumpable: the program (same uid, no capabilities) cannot ptrace us, open our /proc
+    # files or take our fds to forge a report. Worth the ctypes import even when cold.
+    libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         serve(in_fd, out_fd, config["mode"], config["one_shot"])

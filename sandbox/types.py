@@ -123,8 +123,10 @@ class RunRequest:
 def check_relative_path(path: str) -> str:
     """Work-dir paths must be relative and stay inside the work dir."""
     parts = path.split("/")
-    if not path or path.startswith("/") or ".." in parts or "\0" in path:
-        raise ValueError(f"file path {path!r} must be relative to the work dir, without '..'")
+    if not path or path.startswith("/") or "\0" in path or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(
+            f"file path {path!r} must be relative to the work dir, with no empty, '.' or '..' part"
+        )
     return path
 
 
