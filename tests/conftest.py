@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -126,18 +127,35 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float =
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
 
 
-@pytest.fixture(scope="session")
-def model_server(tiny_model_dir: Path) -> Iterator[str]:
-    """`rewardgym serve-model` with the tiny model, as a subprocess on loopback; yields the base URL."""
-    port = free_port()
+def cli_without(module: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run `rewardgym ARGV` with `module` made unimportable: what a user without that
+    optional dependency sees."""
+    script = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from rewardgym.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
+@contextlib.contextmanager
+def served(argv: list[str], port: int, health_path: str = "/health") -> Iterator[str]:
+    """`rewardgym ARGV` as a real server subprocess on loopback; yields its base URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "rewardgym", "serve-model", "--model", str(tiny_model_dir),
-         "--served-name", "tiny", "--port", str(port), "--max-tokens", "16"],
+        [sys.executable, "-m", "rewardgym", *argv, "--port", str(port)],
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )  # fmt: skip
+    )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}/v1"
+        wait_for_http(f"http://127.0.0.1:{port}{health_path}", process)
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def model_server(tiny_model_dir: Path) -> Iterator[str]:
+    """`rewardgym serve-model` with the tiny model, as a subprocess on loopback; yields the base URL."""
+    argv = ["serve-model", "--model", str(tiny_model_dir), "--served-name", "tiny", "--max-tokens", "16"]
+    with served(argv, free_port()) as url:
+        yield f"{url}/v1"

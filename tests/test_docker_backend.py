@@ -35,7 +35,7 @@ from sandbox.docker_backend import (
 from sandbox.supervisor import BOOTSTRAP
 from sandbox.supervisor_link import base_env, build_payload, result_from_report
 
-from conftest import free_port, wait_for_http
+from conftest import cli_without, free_port, wait_for_http
 
 MIB = 1 << 20
 
@@ -98,12 +98,7 @@ def test_the_cli_reports_a_missing_engine_in_one_line() -> None:
 
 def test_a_missing_docker_sdk_is_named_in_one_line() -> None:
     """Without the SDK (blocked here, as a base install lacks it) the backend says what to install."""
-    script = (
-        "import sys; sys.modules['docker'] = None\n"
-        "from rewardgym.cli import main\n"
-        "sys.exit(main(['serve-sandbox', '--backend', 'docker', '--port', '1']))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = cli_without("docker", ["serve-sandbox", "--backend", "docker", "--port", "1"])
     assert out.returncode == 2
     assert "the docker backend needs the Python package 'docker'" in " ".join(out.stderr.split())
 

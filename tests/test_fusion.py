@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from fastapi import FastAPI
 from sandbox import Limits, make_sandbox
 from sandbox.fusion import FusionSettings, fusion_router
 
-from conftest import free_port, wait_for_http
+from conftest import cli_without, free_port, served
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -33,16 +32,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewra
 def server() -> Iterator[str]:
     """`rewardgym serve-sandbox` as a user starts it; yields the base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rewardgym", "serve-sandbox", "--port", str(port), "--pool-size", "2"],
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with served(["serve-sandbox", "--pool-size", "2"], port) as url:
+        yield url
 
 
 def verl_call(base: str, code: str, stdin: str | None, language: str = "python", timeout: int = 10) -> Any:
@@ -302,12 +293,7 @@ def test_oversize_requests_and_files_are_refused_with_413(mounted: str) -> None:
 
 def test_serve_sandbox_without_the_serve_extra_names_it() -> None:
     """A base install has no uvicorn: blocking the import shows what such a user sees."""
-    script = (
-        "import sys; sys.modules['uvicorn'] = None\n"
-        "from rewardgym.cli import main\n"
-        "sys.exit(main(['serve-sandbox', '--port', '1']))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = cli_without("uvicorn", ["serve-sandbox", "--port", "1"])
     assert out.returncode == 2
     assert "this needs 'uvicorn', which comes with: pip install 'rewardgym[serve]'" in out.stderr
 
