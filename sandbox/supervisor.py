@@ -8,7 +8,7 @@ back as length-prefixed JSON.
 Three modes, chosen by the host's config:
 
 - "warm": a long-lived, pre-imported interpreter. For each request it forks a runner
-  that enters fresh namespaces (user, mount, PID, IPC, UTS): a new tmpfs at /work, /tmp
+  that enters fresh namespaces (user, mount, PID, IPC): a new tmpfs at /work, /tmp
   and /dev/shm and a new PID 1 (the run's init) whose exit takes every process of the
   run with it. The program is forked by that init with capabilities dropped. Nothing of
   one run survives into the next.
@@ -39,11 +39,10 @@ import sys
 import time
 
 CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 1 << 18
+MS_NOSUID, MS_NODEV = 0x2, 0x4
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 CAP_VERSION_3 = 0x20080522
 MIB = 1 << 20
@@ -155,12 +154,13 @@ def unb64(text):
 
 
 def enter_run_namespaces():
-    """Called in the runner: fresh user/mount/PID/IPC/UTS namespaces, root inside only."""
+    """Called in the runner: fresh user/mount/PID/IPC namespaces, root inside only."""
     uid, gid = os.getuid(), os.getgid()
     # The supervisor is not dumpable, which makes /proc/self root-owned; as a non-root
     # uid the runner could then not write its own uid_map. The run is dumpable again.
     libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    # No new UTS namespace: the program has no capability over bwrap's, so it cannot rename it.
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC
     _check(libc().unshare(flags), "unshare")
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
@@ -172,7 +172,8 @@ def enter_run_namespaces():
 
 def mount_private_dirs(limits, dirs):
     """Called in the run's init: a fresh size-limited tmpfs on each private dir."""
-    _check(libc().mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    # No need to make "/" private first: a mount namespace owned by a new user namespace
+    # gets shared mounts as slaves, so nothing mounted here propagates back.
     options = ("size=%dm,mode=1777" % limits["disk_mb"]).encode()
     for path in dirs:
         flags = MS_NOSUID | MS_NODEV
@@ -626,12 +627,11 @@ def handle_in_fresh_namespaces(request, mode):
     os.close(report_r)
     # The runner exits once the init has, and the init's exit waits for the kernel to kill
     # every process of its PID namespace: after this, nothing of the run is left.
-    while os.waitpid(runner, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline + 2.0:
-            _killpg(runner)
-            os.waitpid(runner, 0)
-            break
-        time.sleep(0.0005)
+    runner_fd = os.pidfd_open(runner)
+    if not select.select([runner_fd], [], [], max(deadline + 2.0 - time.monotonic(), 0.5))[0]:
+        _killpg(runner)
+    os.close(runner_fd)
+    os.waitpid(runner, 0)
     if not data:
         return to_json({"status": "sandbox-error", "message": "the run gave no report before its deadline"})
     return data.decode("utf-8", "replace")  # the init's JSON, relayed as is
