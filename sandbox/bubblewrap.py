@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -278,10 +277,3 @@ def _chain_below(pid: int, children: dict[int, list[int]], depth: int) -> list[i
         pid = kids[0]
         chain.append(pid)
     return chain
-
-
-def bwrap_version(bwrap: str = "bwrap") -> str | None:
-    path = shutil.which(bwrap)
-    if path is None:
-        return None
-    return subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout.strip()

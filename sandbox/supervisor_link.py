@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -289,9 +288,3 @@ class SupervisorProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
         self._stderr.close()
-
-
-def timed_call(process: SupervisorProcess, payload: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    started = time.perf_counter()
-    report = process.call(payload)
-    return report, time.perf_counter() - started
