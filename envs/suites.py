@@ -18,17 +18,16 @@ member and the weighted mean.
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from envs.core import MultiTurnEnv
 from envs.registration import make
+from rewards.config_file import ConfigFileError, read_config_file
 
 
 @dataclass(frozen=True)
@@ -111,19 +110,10 @@ class Suite:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Suite:
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
         try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif path.suffix in (".yaml", ".yml"):
-                data = yaml.safe_load(text)
-            else:
-                raise SuiteError(f"{path}: a suite file is .toml, .yaml or .yml")
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise SuiteError(f"{path}: cannot parse: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise SuiteError(f"{path}: expected a table/mapping at the top level")
+            data = read_config_file(path, "suite")
+        except ConfigFileError as exc:
+            raise SuiteError(str(exc)) from None
         return cls.from_dict(data, where=str(path))
 
 

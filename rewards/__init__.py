@@ -1,6 +1,7 @@
 """Rewards: one protocol for every source of reward, rule verifiers, and their registry."""
 
 from rewards.base import FunctionReward, GroupReward, Reward, reward_function
+from rewards.client import RemoteRewardError, RewardClient, RewardServerError, RewardServerUnavailable
 from rewards.code_tests import (
     AssertTest,
     CodeTestHarness,
@@ -22,6 +23,7 @@ from rewards.registry import (
     register_reward,
     reward_names,
 )
+from rewards.remote import RemoteGroupReward, RemoteReward, remote_reward
 from rewards.rules import (
     ExactMatch,
     FormatReward,
@@ -41,6 +43,7 @@ for _name, _factory in {
     "json_schema": JsonSchemaReward,
     "soft_overlong": SoftOverlongPenalty,
     "code_tests": CodeTestsReward,
+    "remote": remote_reward,
 }.items():
     register_reward(_name, _factory)
 load_reward_plugins()
@@ -63,7 +66,13 @@ __all__ = [
     "MathVerifier",
     "Message",
     "RegexMatch",
+    "RemoteGroupReward",
+    "RemoteReward",
+    "RemoteRewardError",
     "Reward",
+    "RewardClient",
+    "RewardServerError",
+    "RewardServerUnavailable",
     "Sample",
     "Score",
     "SoftOverlongPenalty",
