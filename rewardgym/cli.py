@@ -89,6 +89,22 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--num-tasks", type=int, default=50, help="tasks per environment (seeded random subset)"
     )
     what.add_argument("--samples-per-task", type=int, default=1)
+    what.add_argument(
+        "--reward-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="score with a reward server (`rewardgym serve --env ID`) instead of in-process; "
+        "repeat to shard over several servers",
+    )
+    what.add_argument(
+        "--remote-reward",
+        metavar="NAME",
+        help="with --reward-url: the served reward's name (default: each environment's id)",
+    )
+    what.add_argument(
+        "--reward-api-key-env", metavar="VAR", help="with --reward-url: the bearer token's variable"
+    )
     who = p.add_argument_group("the policy")
     who.add_argument(
         "--model",
@@ -148,12 +164,27 @@ async def _run_eval(args: argparse.Namespace) -> int:
     if args.suite and args.env:
         raise UsageError("give --env or --suite, not both")
     env_kwargs = dict(_parse_assignment(a) for a in args.env_arg)
+    if (args.remote_reward or args.reward_api_key_env) and not args.reward_url:
+        raise UsageError("--remote-reward and --reward-api-key-env go with --reward-url")
     if args.suite:
         if env_kwargs:
             raise UsageError("--env-arg applies to --env; a suite sets each member's kwargs in its file")
+        if args.reward_url:
+            raise UsageError("--reward-url applies to --env; a suite's members keep their own rewards")
         targets = targets_from_suite(get_suite(args.suite))
     else:
-        targets = targets_from_ids(args.env or ["rewardgym/Math-v0"], env_kwargs)
+        env_ids = args.env or ["rewardgym/Math-v0"]
+        remote: dict[str, Any] = {}
+        if args.reward_url:
+            from rewards import RemoteReward
+
+            remote = {
+                env_id: RemoteReward(
+                    args.remote_reward or env_id, args.reward_url, api_key_env=args.reward_api_key_env
+                )
+                for env_id in env_ids
+            }
+        targets = targets_from_ids(env_ids, env_kwargs, remote)
     for target in targets:  # fail fast on bad ids or arguments, before loading a model
         try:
             target.make_env().close()

@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
+from conftest import free_port, served
+
 
 def rewardgym(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -46,6 +50,26 @@ def test_eval_against_an_openai_endpoint(model_server: str, tmp_path: Path) -> N
     assert [e["name"] for e in summary["envs"]] == ["rewardgym/Math-v0", "rewardgym/Arithmetic-v0"]
 
 
+def test_eval_with_the_reward_served_over_http(model_server: str, tmp_path: Path) -> None:
+    """RemoteReward as a drop-in: the same episodes scored by a reward server serving the
+    environment give the same rewards as the environment's own reward, in-process."""
+    common = ["eval", "--base-url", model_server, "--model", "tiny", "--env", "rewardgym/Math-v0",
+              "--num-tasks", "4", "--max-tokens", "6", "--no-progress"]  # fmt: skip
+    local = rewardgym(*common, "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    with served(["serve", "--env", "rewardgym/Math-v0"], free_port()) as url:
+        remote = rewardgym(*common, "--reward-url", url, "--out", str(tmp_path / "remote"))
+        items = httpx.get(f"{url}/metrics").text
+    assert remote.returncode == 0, remote.stderr
+    assert 'rewardgym_items_total{reward="rewardgym/Math-v0"} 4.0' in items
+    rows = {}
+    for run in ("local", "remote"):
+        samples = [json.loads(line) for line in (tmp_path / run / "samples.jsonl").read_text().splitlines()]
+        rows[run] = sorted((s["task_id"], s["reward"], s["reward_error"]) for s in samples)
+    assert rows["remote"] == rows["local"]
+    assert all(error is None for _, _, error in rows["remote"])
+
+
 def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path: Path) -> None:
     bad_suite = tmp_path / "bad.toml"
     bad_suite.write_text('name = "x"\ncolour = 1\n[[members]]\nenv = "rewardgym/Math-v0"\n')
@@ -57,6 +81,8 @@ def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path: Path) -> None:
         (["--suite", "rewardgym/math", "--env", "rewardgym/Math-v0"], "give --env or --suite, not both"),
         (["--model", str(tmp_path / "no-model")], "is not a local directory"),
         (["--suite", str(tmp_path / "missing.toml")], "suite file not found"),
+        (["--remote-reward", "math"], "go with --reward-url"),
+        (["--suite", "rewardgym/math", "--reward-url", "http://127.0.0.1:1"], "applies to --env;"),
     ]
     for args, message in cases:
         start = time.monotonic()

@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rich.table import Table
 from envs.core import MultiTurnEnv
 from envs.registration import make
 from envs.suites import Suite
+from rewards.base import Reward
 from rewards.types import mean_or_nan
 from trainer.engines.base import Engine, SamplingParams
 from trainer.rollout import EpisodeResult, play_episode
@@ -40,9 +41,21 @@ class EvalTarget:
     weight: float = 1.0
 
 
-def targets_from_ids(env_ids: Sequence[str], env_kwargs: dict[str, Any] | None = None) -> list[EvalTarget]:
+def targets_from_ids(
+    env_ids: Sequence[str],
+    env_kwargs: dict[str, Any] | None = None,
+    rewards: Mapping[str, Reward] | None = None,
+) -> list[EvalTarget]:
+    """Targets for environment ids; `rewards` replaces the reward of the ids it names (e.g.
+    with a `RemoteReward` served under the environment's id)."""
     kwargs = dict(env_kwargs or {})
-    return [EvalTarget(env_id, lambda env_id=env_id: make(env_id, **kwargs)) for env_id in env_ids]
+    chosen = dict(rewards or {})
+
+    def maker(env_id: str) -> Callable[[], MultiTurnEnv]:
+        extra = {"reward": chosen[env_id]} if env_id in chosen else {}
+        return lambda: make(env_id, **kwargs, **extra)
+
+    return [EvalTarget(env_id, maker(env_id)) for env_id in env_ids]
 
 
 def targets_from_suite(suite: Suite) -> list[EvalTarget]:
