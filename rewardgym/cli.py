@@ -280,6 +280,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     what.add_argument("--sandbox", choices=BACKENDS, help="also serve SandboxFusion's POST /run_code")
     what.add_argument("--openrlhf-reward", metavar="NAME", help="what POST /get_reward scores with")
+    what.add_argument(
+        "--openrlhf-error-value",
+        type=float,
+        metavar="X",
+        help="/get_reward's number for an item that failed (default 0.0; flagged in extra_logs.reward_error)",
+    )
     where = p.add_argument_group("where and how")
     where.add_argument("--host", help="default 127.0.0.1 (loopback only)")
     where.add_argument("--port", type=int, help="default 8000")
@@ -319,6 +325,7 @@ def _serve_config(args: argparse.Namespace) -> Any:
         "request_timeout_s": args.request_timeout,
         "sandbox": args.sandbox,
         "openrlhf_reward": args.openrlhf_reward,
+        "openrlhf_error_value": args.openrlhf_error_value,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     defaults = {

@@ -135,6 +135,8 @@ def test_group_rewards(server: str) -> None:
     scores = response.json()["scores"]
     assert [s["value"] for s in scores[0]] == [1.0, 0.0, 0.5]
     assert [s["value"] for s in scores[1]] == [0.0]
+    empty = httpx.post(f"{server}/v1/rewards/rank_by_length:score_group", json={"groups": [[]]})
+    assert empty.status_code == 422 and "groups[0]" in error_of(empty)
     wrong = score(server, "rank_by_length", [{"completion": "a"}])
     assert wrong.status_code == 400 and ":score_group" in error_of(wrong)
     # A sample reward on the group endpoint scores every member on its own.
@@ -500,3 +502,38 @@ def test_load_with_malformed_requests_and_a_slow_reward() -> None:
             assert status == 200 and [s["value"] for s in body["scores"]] == [1.0, 0.0, 0.0, 0.0]
     assert sum(1 for r in results if r[0] == "valid") == 1875
     assert not any(math.isnan(s["value"]) for r in results if r[0] == "valid" for s in r[2]["scores"])
+
+
+@pytest.mark.slow
+def test_killing_a_server_worker_mid_load_loses_no_request() -> None:
+    """SIGKILL one of two uvicorn workers under load: the requests it held are retried by
+    the client (scoring is idempotent), every one gets its answer, and uvicorn starts a
+    new worker in its place."""
+    import asyncio
+
+    from rewards import RewardClient, Sample
+
+    def worker_pids(url: str) -> set[int]:
+        return {httpx.get(f"{url}/health").json()["pid"] for _ in range(40)}  # a new connection each
+
+    argv = ["serve", *IMPORTS, "--reward", "slow", "--workers", "2"]
+    with served(argv, free_port()) as url:
+        before = worker_pids(url)
+        assert len(before) == 2
+        victim = min(before)
+        batch = [Sample.from_completion("x", info={"sleep_s": 0.2})] * 2
+
+        async def load() -> list[list[float]]:
+            async with RewardClient(url, max_concurrency=16, backoff_base_s=0.05) as client:
+                jobs = [asyncio.ensure_future(client.score("slow", batch)) for _ in range(150)]
+                await asyncio.sleep(0.6)
+                os.kill(victim, signal.SIGKILL)
+                return [[s.value for s in scores] for scores in await asyncio.gather(*jobs)]
+
+        results = asyncio.run(load())
+        assert results == [[1.0, 1.0]] * 150
+        deadline = time.monotonic() + 30
+        while len(after := worker_pids(url)) < 2 or victim in after:
+            assert time.monotonic() < deadline, f"no replacement worker: {after}"
+            time.sleep(0.5)
+        assert len(after - before) == 1

@@ -255,11 +255,6 @@ def create_reward_app(
         member on its own, so trainers can call one endpoint for both kinds."""
         h = lookup(name)
         body = _parse(GroupScoreRequest, await request.body())
-        for i, group in enumerate(body.groups):
-            if not group:
-                raise ClientError(
-                    422, f"groups[{i}]: a group needs at least one sample", "invalid_request_error"
-                )
         check_batch(h, sum(len(g) for g in body.groups))
         groups = [[sample_from_json(s.model_dump(exclude_none=True)) for s in g] for g in body.groups]
         start = time.perf_counter()

@@ -8,7 +8,7 @@ is the exception: its client sends what it sends, so extra fields are ignored th
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,7 +74,7 @@ class ScoreResponse(BaseModel):
 
 
 class GroupScoreRequest(_Strict):
-    groups: list[list[SampleModel]] = Field(
+    groups: list[Annotated[list[SampleModel], Field(min_length=1)]] = Field(
         min_length=1, description="each inner list: the G samples of one prompt"
     )
 
