@@ -330,6 +330,18 @@ def test_full_queue_answers_429_with_retry_after() -> None:
         assert score(url, "slow", slow).status_code == 200  # and the queue drained
 
 
+def test_request_deadline_answers_with_what_is_done() -> None:
+    argv = ["serve", *IMPORTS, "--reward", "slow", "--request-timeout", "1", "--item-timeout", "30"]
+    with served(argv, free_port()) as url:
+        start = time.monotonic()
+        body = score(url, "slow", [{"completion": "x", "info": {"sleep_s": s}} for s in (0.1, 20.0)]).json()
+        assert time.monotonic() - start < 5
+        done, late = body["scores"]
+        assert done["value"] == 1.0
+        assert late["value"] is None and "request deadline of 1 s passed" in late["error"]
+        assert httpx.get(f"{url}/metrics").text.count('rewardgym_items_in_progress{reward="slow"} 0.0') == 1
+
+
 def test_graceful_shutdown_finishes_in_flight_requests() -> None:
     port = free_port()
     argv = ["serve", *IMPORTS, "--reward", "slow"]
