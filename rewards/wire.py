@@ -41,9 +41,28 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _one_turn_fields(sample: Sample) -> dict[str, str] | None:
+    """`{}` or `{"prompt": ...}` when the transcript is just (a user prompt and) the
+    completion, which the wire then carries once instead of twice; None otherwise."""
+    messages = sample.messages
+    if not messages or messages[-1] != {"role": "assistant", "content": sample.completion}:
+        return None
+    if len(messages) == 1:
+        return {}
+    first = messages[0]
+    if len(messages) == 2 and first.keys() == {"role", "content"} and first["role"] == "user":
+        return {"prompt": first["content"]} if isinstance(first["content"], str) else None
+    return None
+
+
 def sample_to_json(sample: Sample) -> dict[str, Any]:
     """The wire form of a sample (fields at their defaults are left out)."""
-    data: dict[str, Any] = {"completion": sample.completion, "messages": jsonable(list(sample.messages))}
+    data: dict[str, Any] = {"completion": sample.completion}
+    one_turn = _one_turn_fields(sample)
+    if one_turn is None:
+        data["messages"] = jsonable(list(sample.messages))
+    else:
+        data.update(one_turn)
     if sample.reference is not None:
         data["reference"] = jsonable(sample.reference)
     if sample.task_id:
@@ -59,9 +78,9 @@ def sample_from_json(data: Mapping[str, Any]) -> Sample:
     """A sample from its (already validated) wire form."""
     completion = data["completion"]
     messages: list[Message] | None = data.get("messages")
-    if not messages:
+    if messages is None:
         messages = []
-        if data.get("prompt"):
+        if data.get("prompt") is not None:
             messages.append({"role": "user", "content": data["prompt"]})
         messages.append({"role": "assistant", "content": completion})
     return Sample(
