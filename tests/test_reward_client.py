@@ -260,9 +260,7 @@ async def test_transient_statuses_are_retried_and_others_are_not(scripted: Scrip
         assert [path for path, _, _ in scripted.requests] == ["/v1/rewards/rewardgym/Math-v0:score"] * 3
         headers = scripted.requests[0][1]
         assert headers["Authorization"] == "Bearer sesame"
-        assert scripted.requests[0][2] == {
-            "samples": [{"completion": "1", "messages": [{"role": "assistant", "content": "1"}]}]
-        }
+        assert scripted.requests[0][2] == {"samples": [{"completion": "1"}]}  # one turn: sent once
 
         scripted.requests.clear()
         scripted.reply(
