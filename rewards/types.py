@@ -93,16 +93,6 @@ class Score:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (NaN becomes None)."""
-        return {
-            "value": None if math.isnan(self.value) else self.value,
-            "components": dict(self.components),
-            "passed": self.passed,
-            "error": self.error,
-            "info": dict(self.info),
-        }
-
 
 def mean_or_nan(values: Sequence[float]) -> float:
     """Mean of the finite values; NaN when there are none."""

@@ -22,6 +22,7 @@ from envs import (
     TaskList,
 )
 from rewards import FunctionReward, Sample, Score
+from rewards.wire import score_to_json
 
 TASKS = TaskList([Task(id=f"t{i}", prompt=f"say {i}", answer=str(i)) for i in range(5)], name="say")
 
@@ -210,4 +211,4 @@ def test_observations_are_fresh_copies() -> None:
 
 def test_score_objects_stay_intact() -> None:
     score = Score(value=math.nan, error="x")
-    assert score.to_dict()["value"] is None and not score.ok
+    assert score_to_json(score)["value"] is None and not score.ok

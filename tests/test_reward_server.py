@@ -428,7 +428,7 @@ def test_config_file_toml_and_yaml(tmp_path: Path) -> None:
     [
         (
             '[[rewards]]\nname = "exact_match"\nmax_queud = 3\n',
-            "rewards.0.max_queud: Extra inputs are not permitted",
+            "rewards[0].max_queud: Extra inputs are not permitted",
         ),
         ('[[rewards]]\nname = "exact_mtch"\n', "unknown reward 'exact_mtch'. Did you mean 'exact_match'"),
         (

@@ -28,6 +28,7 @@ from envs.registration import make
 from envs.suites import Suite
 from rewards.base import Reward
 from rewards.types import mean_or_nan
+from rewards.wire import jsonable
 from trainer.engines.base import Engine, SamplingParams
 from trainer.rollout import EpisodeResult, play_episode
 
@@ -85,18 +86,11 @@ class EvalReport:
     samples_path: Path | None
 
     def to_json(self) -> dict[str, Any]:
-        clean = lambda x: None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
         return {
-            "weighted_mean_reward": clean(self.weighted_mean_reward),
+            "weighted_mean_reward": jsonable(self.weighted_mean_reward),
             "seconds": round(self.seconds, 2),
             "samples": str(self.samples_path) if self.samples_path else None,
-            "envs": [
-                {
-                    k: (clean(v) if not isinstance(v, dict) else {c: clean(x) for c, x in v.items()})
-                    for k, v in asdict(s).items()
-                }
-                for s in self.summaries
-            ],
+            "envs": [jsonable(asdict(s)) for s in self.summaries],
         }
 
 

@@ -46,6 +46,7 @@ from rewards.server.schemas import (
     RewardList,
     ScoreRequest,
     ScoreResponse,
+    describe_validation_error,
 )
 from rewards.types import Sample, Score
 from rewards.wire import sample_from_json, score_to_json
@@ -84,13 +85,6 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
 
-def _describe(exc: ValidationError | RequestValidationError) -> str:
-    def where(loc: Sequence[Any]) -> str:
-        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
-
-    return "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-
-
 def _parse(model: type[ModelT], raw: bytes) -> ModelT:
     if not raw.strip():
         raise ClientError(400, "the request has no body; send JSON", "invalid_request_error")
@@ -98,8 +92,10 @@ def _parse(model: type[ModelT], raw: bytes) -> ModelT:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise ClientError(400, f"the body is not valid JSON: {_describe(exc)}", "invalid_json") from None
-        raise ClientError(422, _describe(exc), "invalid_request_error") from None
+            raise ClientError(
+                400, f"the body is not valid JSON: {describe_validation_error(exc)}", "invalid_json"
+            ) from None
+        raise ClientError(422, describe_validation_error(exc), "invalid_request_error") from None
 
 
 def _json(payload: dict[str, Any]) -> Response:
@@ -169,7 +165,7 @@ def create_reward_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _describe(exc), "invalid_request_error")
+        return _error(422, describe_validation_error(exc), "invalid_request_error")
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rewards.config_file import ConfigFileError, read_config_file
 from rewards.server.hosted import HostingLimits
+from rewards.server.schemas import describe_validation_error
 
 
 class ServeConfigError(ConfigFileError):
@@ -128,10 +129,7 @@ class ServeConfig(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ServeConfigError(f"{where}: {problems}") from None
+            raise ServeConfigError(f"{where}: {describe_validation_error(exc, root='top level')}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> ServeConfig:
