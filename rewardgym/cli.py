@@ -7,6 +7,7 @@ rewardgym serve           serve rewards and environments' rewards over HTTP
 rewardgym serve-model     serve a local model over the OpenAI API
 rewardgym serve-sandbox   serve the code sandbox over SandboxFusion's /run_code protocol
 rewardgym prepare-model   convert the embedded default model now
+rewardgym plot            plot a training run's metrics to PNGs
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _EXTRAS = {
     "transformers": "train",
     "accelerate": "train",
     "gguf": "train",
+    "matplotlib": "train",
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
@@ -421,6 +423,18 @@ def _prepare_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from trainer.plot import PlotError, plot_run
+
+    try:
+        paths = plot_run(args.run_dir, args.out)
+    except PlotError as exc:
+        return _fail(str(exc))
+    for path in paths:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sandbox.factory import BACKENDS
 
@@ -464,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-model", help="convert the embedded default model (or check a model directory)"
     )
     prepare.add_argument("--model", default="gemma-3-270m")
+    plot = sub.add_parser("plot", help="plot a training run's metrics.jsonl to PNGs")
+    plot.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the training run's directory")
+    plot.add_argument("--out", type=Path, metavar="DIR", help="where the PNGs go (default RUN_DIR/plots)")
     return parser
 
 
@@ -485,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve-model": _serve_model,
             "serve-sandbox": _serve_sandbox,
             "prepare-model": _prepare_model,
+            "plot": _plot,
         }
         return handlers[args.command](args)
     except (

@@ -31,6 +31,7 @@ from rewards.rules import (
     RegexMatch,
     SoftOverlongPenalty,
     normalize_text,
+    soft_overlong_penalty,
 )
 from rewards.types import Message, Sample, Score, ToolCall, message
 from rewards.worker_pool import WorkerCrashed, WorkerError, WorkerPool, WorkerTimeout
@@ -96,5 +97,6 @@ __all__ = [
     "register_reward",
     "reward_function",
     "reward_names",
+    "soft_overlong_penalty",
     "verify_answer",
 ]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class ConfigFileError(ValueError):
@@ -30,3 +33,12 @@ def read_config_file(path: str | Path, what: str = "config") -> Mapping[str, Any
     if not isinstance(data, Mapping):
         raise ConfigFileError(f"{path}: expected a table/mapping at the top level")
     return data
+
+
+def describe_validation_error(exc: ValidationError, root: str = "body") -> str:
+    """pydantic's errors as one line naming each field: `samples[0].completion: Field required`."""
+
+    def where(loc: Sequence[Any]) -> str:
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or root
+
+    return "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors()[:10])

@@ -175,12 +175,14 @@ class SoftOverlongPenalty(Reward):
     async def compute(self, sample: Sample) -> Score:
         if sample.num_tokens is None:
             raise ValueError("needs the completion's token count (Sample.num_tokens is None)")
-        n = sample.num_tokens
-        start = self.max_length - self.cache_length
-        if n <= start:
-            penalty = 0.0
-        elif n <= self.max_length:
-            penalty = (start - n) / self.cache_length
-        else:
-            penalty = -1.0
-        return Score(value=penalty)
+        return Score(value=soft_overlong_penalty(sample.num_tokens, self.max_length, self.cache_length))
+
+
+def soft_overlong_penalty(num_tokens: int, max_length: int, cache_length: int) -> float:
+    """0 up to `max_length - cache_length` tokens, linear to -1 at `max_length`, -1 beyond."""
+    start = max_length - cache_length
+    if num_tokens <= start:
+        return 0.0
+    if num_tokens <= max_length:
+        return (start - num_tokens) / cache_length
+    return -1.0

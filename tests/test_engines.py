@@ -105,10 +105,10 @@ def test_sampling_uses_the_whole_distribution(engine: TransformersEngine) -> Non
     The random tiny model spreads its next-token probability over ~384 tokens, so 200 draws
     of one token give far more than 50 distinct tokens unless something truncates them.
     """
-    params = [SamplingParams(max_tokens=1, temperature=1.0, seed=seed) for seed in range(25)]
+    params = [SamplingParams(max_tokens=1, temperature=1.0, seed=seed) for seed in range(200)]
 
     async def draws() -> list:
-        return list(await asyncio.gather(*(engine.complete("The", p) for p in params for _ in range(8))))
+        return list(await asyncio.gather(*(engine.complete("The", p) for p in params)))
 
     first_tokens = {g.token_ids[0] for g in asyncio.run(draws())}
     assert len(first_tokens) > 60
@@ -126,3 +126,92 @@ def test_sampling_params_are_validated() -> None:
         SamplingParams(max_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0)
+
+
+def test_batched_sampling_logprobs_match_each_row(engine: TransformersEngine) -> None:
+    """Rows of one padded batch, of different prompt lengths, each get their own logprobs."""
+    import torch
+
+    prompts = [[{"role": "user", "content": "hi " * n}] for n in (1, 5, 9, 2)]
+    params = SamplingParams(max_tokens=5, temperature=1.0, seed=7, logprobs=True)
+
+    async def batch() -> list:
+        return list(await asyncio.gather(*(engine.generate(p, params) for p in prompts)))
+
+    for generation in asyncio.run(batch()):
+        ids = list(generation.prompt_token_ids) + list(generation.token_ids)
+        with torch.no_grad():
+            logits = engine.model(input_ids=torch.tensor([ids])).logits[0].float()
+        start = len(generation.prompt_token_ids) - 1
+        expected = [
+            torch.log_softmax(logits[start + t], dim=-1)[token].item()
+            for t, token in enumerate(generation.token_ids)
+        ]
+        assert generation.logprobs_T == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_stop_string_cuts_the_token_ids_too(engine: TransformersEngine) -> None:
+    prompt_ids = engine.tokenizer("The quick brown fox").input_ids
+    free = asyncio.run(engine.generate_ids(prompt_ids, SamplingParams(max_tokens=24, temperature=0)))
+    assert len(free.text) >= 6, "the tiny model should produce some text"
+    stop = free.text[4:6]
+    params = SamplingParams(max_tokens=24, temperature=0, stop=(stop,), logprobs=True)
+    cut = asyncio.run(engine.generate_ids(prompt_ids, params))
+    assert cut.finish_reason == "stop"
+    assert cut.token_ids == free.token_ids[: len(cut.token_ids)]
+    decoded = engine.tokenizer.decode(list(cut.token_ids), skip_special_tokens=True)
+    assert cut.text.startswith(decoded) and stop not in decoded
+    assert len(cut.logprobs_T) == len(cut.token_ids)
+
+
+def test_plain_continuation_rebuilds_the_plain_transcript(engine: TransformersEngine) -> None:
+    renderer = engine.renderer
+    reply = {"role": "assistant", "content": "It is 5."}
+    feedback = [{"role": "user", "content": "Are you sure?"}]
+    reply_ids = engine.tokenizer(" It is 5.", add_special_tokens=False).input_ids
+    sequence = renderer.prompt_ids(MESSAGES) + reply_ids
+    sequence += renderer.continuation_ids([*MESSAGES, reply], feedback, reply_ids)
+    text = engine.tokenizer.decode(sequence, skip_special_tokens=True)
+    assert text == render_plain([*MESSAGES, reply, *feedback])
+
+
+def test_template_continuation_closes_the_turn_once(tiny_chat_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from trainer.engines import ChatRenderer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model_dir)
+    tokenizer.chat_template = (  # like most chat models: the end-of-sequence token closes a reply
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+        "{{ '</s>' if m['role'] == 'assistant' else '' }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    renderer = ChatRenderer(tokenizer, "template")
+    assert renderer.turn_end == "</s>\n"
+    reply = {"role": "assistant", "content": "5"}
+    feedback = [{"role": "user", "content": "Sure?"}]
+    expected = tokenizer.apply_chat_template(
+        [*MESSAGES, reply, *feedback], add_generation_prompt=True, tokenize=False
+    )
+    for reply_ids in (  # ended by the end-of-sequence token, or cut by the length limit
+        [*tokenizer("5", add_special_tokens=False).input_ids, tokenizer.eos_token_id],
+        tokenizer("5", add_special_tokens=False).input_ids,
+    ):
+        sequence = renderer.prompt_ids(MESSAGES) + reply_ids
+        sequence += renderer.continuation_ids([*MESSAGES, reply], feedback, reply_ids)
+        assert tokenizer.decode(sequence) == expected
+
+
+def test_a_seeded_request_samples_the_same_alone_or_in_any_batch(engine: TransformersEngine) -> None:
+    """Rollouts are reproducible (exact resume) although batches form by arrival time."""
+    params = SamplingParams(max_tokens=8, temperature=1.0, seed=42)
+    alone = asyncio.run(engine.generate(MESSAGES, params))
+    others = [SamplingParams(max_tokens=8, temperature=1.0, seed=s) for s in range(5)]
+
+    async def crowded() -> list:
+        calls = [engine.generate([{"role": "user", "content": "x " * s}], p) for s, p in enumerate(others)]
+        return list(await asyncio.gather(*calls, engine.generate(MESSAGES, params)))
+
+    results = asyncio.run(crowded())
+    assert results[-1].token_ids == alone.token_ids
+    assert len({r.token_ids for r in results[:-1]}) > 1  # different seeds, different samples

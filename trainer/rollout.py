@@ -2,6 +2,10 @@
 
 A failure of the policy (server down) or of the environment ends that episode with an
 error recorded on it; it never propagates to the other episodes of a run.
+
+For training, pass a `TokenLog`: the engine then continues the episode's own token
+sequence (`generate_ids`), and the log records every token with a loss mask (only sampled
+tokens are trained on) and the engine's sampling logprobs, so nothing is re-tokenized.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from envs.core import MultiTurnEnv
 from envs.tasks import Task
 from rewards.types import Message
 from trainer.engines.base import Engine, Generation, SamplingParams
+from trainer.engines.chat_format import ChatRenderer
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class EpisodeResult:
     finish_reasons: tuple[str, ...]
     seconds: float
     generations: tuple[Generation, ...] = field(default=(), repr=False)
+    env_seconds: float = 0.0  # inside the environment (its reward included)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready record for per-sample output (generations' token ids left out)."""
@@ -60,6 +66,42 @@ class EpisodeResult:
         }
 
 
+class TokenLog:
+    """The token sequence of one episode, built from the engine's own ids.
+
+    Prompt and environment tokens (feedback, tool results) have loss mask 0; each sampled
+    reply has mask 1 and its sampling logprobs. `env_spans` mark where the environment's
+    tokens were inserted (the ARPO trainer branches right after them).
+    """
+
+    def __init__(self, renderer: ChatRenderer) -> None:
+        self.renderer = renderer
+        self.token_ids: list[int] = []
+        self.loss_mask: list[bool] = []
+        self.sampler_logprobs: list[float] = []
+        self.env_spans: list[tuple[int, int]] = []
+        self.prompt_length = 0
+
+    def start(self, messages: list[Message]) -> None:
+        self._extend(self.renderer.prompt_ids(messages), sampled=False)
+        self.prompt_length = len(self.token_ids)
+
+    def add_reply(self, generation: Generation) -> None:
+        if generation.logprobs_T and len(generation.logprobs_T) != len(generation.token_ids):
+            raise ValueError("the engine returned a different number of logprobs than tokens")
+        self._extend(list(generation.token_ids), sampled=True, logprobs=generation.logprobs_T)
+
+    def add_environment(self, history: list[Message], new: list[Message], reply: Generation) -> None:
+        begin = len(self.token_ids)
+        self._extend(self.renderer.continuation_ids(history, new, reply.token_ids), sampled=False)
+        self.env_spans.append((begin, len(self.token_ids)))
+
+    def _extend(self, ids: list[int], *, sampled: bool, logprobs: tuple[float, ...] = ()) -> None:
+        self.token_ids.extend(ids)
+        self.loss_mask.extend([sampled] * len(ids))
+        self.sampler_logprobs.extend(logprobs or [0.0] * len(ids))
+
+
 async def play_episode(
     env: MultiTurnEnv,
     engine: Engine,
@@ -69,17 +111,23 @@ async def play_episode(
     env_name: str,
     seed: int | None = None,
     sample_index: int = 0,
+    tokens: TokenLog | None = None,
 ) -> EpisodeResult:
-    """Run `task` in `env` with replies from `engine` until the episode ends or fails."""
+    """Run `task` in `env` with replies from `engine` until the episode ends or fails.
+
+    With `tokens`, every turn continues the token sequence it records (see `TokenLog`).
+    """
     start = time.monotonic()
     generations: list[Generation] = []
-    total = 0.0
+    total = env_seconds = 0.0
     terminated = truncated = False
     info: dict[str, Any] = {}
     error: str | None = None
     messages: list[Message] = []
     try:
         messages, info = await env.areset(seed=seed, options={"task": task})
+        if tokens is not None:
+            tokens.start(messages)
     except Exception as exc:
         error = f"env: {type(exc).__name__}: {exc}"
     while error is None and not (terminated or truncated):
@@ -87,19 +135,32 @@ async def play_episode(
         turn_params = (
             params if budget is None else replace(params, max_tokens=max(1, min(params.max_tokens, budget)))
         )
+        if turn_params.seed is not None:  # each turn its own draw, still reproducible
+            turn_params = replace(turn_params, seed=turn_params.seed + 7919 * len(generations))
         try:
-            generation = await engine.generate(messages, turn_params)
+            if tokens is None:
+                generation = await engine.generate(messages, turn_params)
+            else:
+                generation = await engine.generate_ids(tokens.token_ids, turn_params)
+                tokens.add_reply(generation)
         except Exception as exc:
             error = f"policy: {type(exc).__name__}: {exc}"
             break
         generations.append(generation)
+        history_length = len(messages)
+        step_start = time.monotonic()
         try:
             messages, reward, terminated, truncated, info = await env.astep(
-                generation.text, num_tokens=generation.num_tokens
+                generation.text.strip(), num_tokens=generation.num_tokens
             )
+            if tokens is not None and not (terminated or truncated):
+                history = messages[: history_length + 1]
+                tokens.add_environment(history, messages[history_length + 1 :], generation)
         except Exception as exc:
             error = f"env: {type(exc).__name__}: {exc}"
             break
+        finally:
+            env_seconds += time.monotonic() - step_start
         total += reward
     return EpisodeResult(
         env_name=env_name,
@@ -118,4 +179,5 @@ async def play_episode(
         finish_reasons=tuple(g.finish_reason for g in generations),
         seconds=time.monotonic() - start,
         generations=tuple(generations),
+        env_seconds=env_seconds,
     )

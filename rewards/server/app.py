@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from rewards.config_file import describe_validation_error
 from rewards.server.hosted import HostedReward, QueueFull
 from rewards.server.metrics import ServerMetrics
 from rewards.server.middleware import BearerAuth, BodyLimit, RequestMetrics
@@ -46,7 +47,6 @@ from rewards.server.schemas import (
     RewardList,
     ScoreRequest,
     ScoreResponse,
-    describe_validation_error,
 )
 from rewards.types import Sample, Score
 from rewards.wire import sample_from_json, score_to_json

@@ -33,9 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rewards.config_file import ConfigFileError, read_config_file
+from rewards.config_file import ConfigFileError, describe_validation_error, read_config_file
 from rewards.server.hosted import HostingLimits
-from rewards.server.schemas import describe_validation_error
 
 
 class ServeConfigError(ConfigFileError):

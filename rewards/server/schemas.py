@@ -8,19 +8,9 @@ is the exception: its client sends what it sends, so extra fields are ignored th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-
-def describe_validation_error(exc: ValidationError, root: str = "body") -> str:
-    """pydantic's errors as one line that names each field: `samples[0].completion: Field required`."""
-
-    def where(loc: Sequence[Any]) -> str:
-        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or root
-
-    return "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):

@@ -4,12 +4,14 @@
 """
 
 from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
-from trainer.engines.chat_format import PLAIN_STOP, render_plain
+from trainer.engines.chat_format import PLAIN_STOP, ChatFormat, ChatRenderer, render_plain
 from trainer.engines.openai_engine import OpenAIEngine
 from trainer.engines.transformers_engine import TransformersEngine
 
 __all__ = [
     "PLAIN_STOP",
+    "ChatFormat",
+    "ChatRenderer",
     "Engine",
     "EngineError",
     "Generation",

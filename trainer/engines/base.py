@@ -8,10 +8,14 @@ engine is one line of config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rewards.types import Message
+
+if TYPE_CHECKING:
+    from trainer.engines.chat_format import ChatRenderer
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,29 @@ class EngineError(RuntimeError):
 
 
 class Engine(ABC):
-    """Generates assistant replies for conversations."""
+    """Generates assistant replies for conversations.
+
+    Engines that training can use also work on token ids: they expose the `renderer` that
+    turns conversations into ids and implement `generate_ids` and `update_weights`.
+    """
 
     name: str = "engine"
+    renderer: ChatRenderer | None = None
 
     @abstractmethod
     async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
         """One completion of the conversation, as the assistant's next reply."""
+
+    async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        """One completion continuing `prompt_ids` exactly (no re-tokenization), with its token ids."""
+        raise EngineError(
+            f"the {self.name} engine cannot generate from token ids; training needs one that can "
+            "(engine = 'transformers' or 'vllm')"
+        )
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Load new policy weights (Hugging Face parameter names) before the next rollouts."""
+        raise EngineError(f"the {self.name} engine cannot take new weights")
 
     async def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release connections, threads and memory."""

@@ -9,21 +9,21 @@ size without any caller knowing about batches.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from rewards.types import Message
 from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
-from trainer.engines.chat_format import PLAIN_STOP, render_plain
+from trainer.engines.chat_format import ChatFormat, ChatRenderer
 
-ChatFormat = Literal["auto", "template", "plain"]
 _STOP = object()
 
 
@@ -73,11 +73,8 @@ class TransformersEngine(Engine):
             eos_token_id=self.eos_token_ids,
             pad_token_id=tokenizer.pad_token_id,
         )
-        if chat_format == "auto":
-            chat_format = "template" if getattr(tokenizer, "chat_template", None) else "plain"
-        if chat_format == "template" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("chat_format='template' but the tokenizer has no chat template")
-        self.chat_format = chat_format
+        self.renderer = ChatRenderer(tokenizer, chat_format)
+        self.chat_format = self.renderer.chat_format
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.name = name
@@ -119,19 +116,25 @@ class TransformersEngine(Engine):
 
     def render(self, messages: Sequence[Message]) -> tuple[list[int], tuple[str, ...]]:
         """Prompt token ids for a conversation, and the stop strings the format needs."""
-        if self.chat_format == "template":
-            ids = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-            return list(ids), ()
-        return self.tokenizer(render_plain(messages)).input_ids, PLAIN_STOP
+        return self.renderer.prompt_ids(messages), self.renderer.stop
 
     async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
-        prompt_ids, format_stop = self.render(messages)
-        if format_stop:
-            params = replace(params, stop=tuple(dict.fromkeys(params.stop + format_stop)))
-        generation = await self._submit(prompt_ids, params)
+        generation = await self.generate_ids(self.renderer.prompt_ids(messages), params)
         return replace(generation, text=generation.text.strip())
+
+    async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        if self.renderer.stop:
+            params = replace(params, stop=tuple(dict.fromkeys(params.stop + self.renderer.stop)))
+        return await self._submit(list(prompt_ids), params)
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Copy weights in; a no-op cost when the engine shares the trainer's model object."""
+        params = dict(self.model.named_parameters())
+        with self.torch.no_grad():
+            for name, tensor in named_tensors:
+                if name not in params:
+                    raise EngineError(f"update_weights: the engine's model has no parameter {name!r}")
+                params[name].copy_(tensor)
 
     async def complete(self, prompt: str, params: SamplingParams) -> Generation:
         """Continue raw prompt text (the OpenAI completions API)."""
@@ -172,15 +175,17 @@ class TransformersEngine(Engine):
                     stop_after = True
                     break
                 batch.append(request)
+            # Seeds are per row (see _RowSampler), so requests differing only in seed share a batch.
             by_params: dict[SamplingParams, list[_Request]] = defaultdict(list)
             for request in batch:
-                by_params[request.params].append(request)
+                by_params[replace(request.params, seed=None)].append(request)
             for params, requests in by_params.items():
                 live = [r for r in requests if r.future.set_running_or_notify_cancel()]
                 if not live:
                     continue
                 try:
-                    results = self._generate_batch([r.prompt_ids for r in live], params)
+                    seeds = [r.params.seed for r in live]
+                    results = self._generate_batch([r.prompt_ids for r in live], params, seeds)
                     self.batches_run += 1
                     self.requests_served += len(live)
                 except Exception as exc:
@@ -192,9 +197,11 @@ class TransformersEngine(Engine):
             if stop_after:
                 return
 
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def _generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, seeds: list[int | None]
+    ) -> list[Generation]:
         torch = self.torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, TemperatureLogitsWarper, TopPLogitsWarper
 
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
@@ -202,34 +209,49 @@ class TransformersEngine(Engine):
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         sample = params.temperature > 0
+        # Temperature and top-p run as our own processors, ahead of the logprob recorder, so the
+        # recorded logprobs are those of the distribution actually sampled from (transformers
+        # would apply its own warpers after any processor we pass).
+        processors: list[Any] = []
+        if sample and params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if sample and params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+        recorder = _LogprobRecorder() if params.logprobs else None
+        if recorder:
+            processors.append(recorder)
+        if sample:
+            processors.append(_RowSampler(seeds, device))
         config = GenerationConfig(
             max_new_tokens=params.max_tokens,
             do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
+            temperature=None,
+            top_p=None,
             top_k=0 if sample else None,  # 0 = off; None would become transformers' default of 50
             pad_token_id=pad_id,
             eos_token_id=self.eos_token_ids,
             bos_token_id=self.tokenizer.bos_token_id,
             stop_strings=list(params.stop) or None,
         )
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=config,
                 tokenizer=self.tokenizer if params.stop else None,
+                logits_processor=processors or None,
             )
+        completions_BT = output[:, width:]
+        logprobs_BT = recorder.finish(completions_BT).tolist() if recorder else None
         results = []
-        for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True):
-            ids, ended = _cut_at_eos(row, self.eos_token_ids, pad_id)
+        for b, (prompt, row) in enumerate(zip(prompts, completions_BT.tolist(), strict=True)):
+            ids, ended = _cut_at_eos(row, self.eos_token_ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             hit = [text.index(s) for s in params.stop if s in text]
             if hit:
                 text, ended = text[: min(hit)], True
-            logprobs = self._logprobs(prompt, ids, params.temperature) if params.logprobs else ()
+                ids = self._ids_before(ids, text)
+            logprobs = tuple(logprobs_BT[b][: len(ids)]) if logprobs_BT else ()
             results.append(
                 Generation(
                     text=text,
@@ -242,26 +264,90 @@ class TransformersEngine(Engine):
             )
         return results
 
-    def _logprobs(self, prompt: list[int], completion: list[int], temperature: float) -> tuple[float, ...]:
-        """Log-probability of each completion token under the sampling distribution."""
-        if not completion:
-            return ()
-        torch = self.torch
-        ids = torch.tensor([prompt + completion], device=self.model.device)
-        with torch.inference_mode():
-            logits_TV = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
-        if temperature > 0:
-            logits_TV = logits_TV / temperature
-        logprobs_TV = torch.log_softmax(logits_TV, dim=-1)
-        target_T = torch.tensor(completion, device=logits_TV.device)
-        return tuple(logprobs_TV.gather(1, target_T[:, None])[:, 0].tolist())
+    def _ids_before(self, ids: list[int], text: str) -> list[int]:
+        """The longest prefix of `ids` that decodes within `text` (the reply cut at a stop string).
+
+        The stop string's own tokens are dropped, so a training sequence continues with the
+        format's next turn instead of a half-written one.
+        """
+        keep = len(ids)
+        while keep > 0 and len(self.tokenizer.decode(ids[:keep], skip_special_tokens=True)) > len(text):
+            keep -= 1
+        return ids[:keep]
 
 
-def _cut_at_eos(row: list[int], eos_ids: list[int], pad_id: int | None) -> tuple[list[int], bool]:
-    """Completion ids up to and including the first EOS; trailing padding dropped."""
+class _RowSampler:
+    """Draws each row's next token with that row's own generator, then leaves only that token.
+
+    A seeded request then samples the same tokens whichever batch it lands in (transformers
+    would draw every row from one global generator). Gumbel-max over the final scores is an
+    exact sample of softmax(scores); rows without a seed draw from a generator seeded by the
+    global torch RNG.
+    """
+
+    def __init__(self, seeds: list[int | None], device: Any) -> None:
+        import torch
+
+        self.generators = []
+        for seed in seeds:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,)).item()))
+            self.generators.append(generator)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        chosen = []
+        for row, generator in enumerate(self.generators):
+            uniform_V = torch.rand(scores.shape[1], generator=generator, device=scores.device)
+            gumbel_V = -torch.log(-torch.log(uniform_V.clamp_min(1e-20)))
+            chosen.append(int(torch.argmax(scores[row].float() + gumbel_V)))
+        out = torch.full_like(scores, -math.inf)
+        out[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
+        return out
+
+
+class _LogprobRecorder:
+    """A logits processor that keeps each sampled token's logprob under the final sampling scores.
+
+    Placed after transformers' own processors (temperature, top-p), it sees the scores
+    sampling uses; at step t+1 the token chosen at step t is the last input id, so one
+    (B, V) row of the previous scores is all it holds.
+    """
+
+    def __init__(self) -> None:
+        self.logprobs: list[Any] = []  # one (B,) tensor per generated token
+        self.previous_BV: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.previous_BV is not None:
+            chosen_B = input_ids[:, -1]
+            self.logprobs.append(self.previous_BV.gather(1, chosen_B[:, None])[:, 0])
+        self.previous_BV = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, completions_BT: Any) -> Any:
+        """(B, T) logprobs of the completion tokens (padding positions hold garbage)."""
+        import torch
+
+        if completions_BT.shape[1] > len(self.logprobs) and self.previous_BV is not None:
+            last_B = completions_BT[:, len(self.logprobs)]
+            self.logprobs.append(self.previous_BV.gather(1, last_B[:, None])[:, 0])
+        if not self.logprobs:
+            return torch.zeros(completions_BT.shape, dtype=torch.float32)
+        return torch.stack(self.logprobs, dim=1)
+
+
+def _cut_at_eos(row: list[int], eos_ids: list[int]) -> tuple[list[int], bool]:
+    """Completion ids up to and including the first EOS.
+
+    A row without EOS either ran to the token limit or was stopped by a stop string (and
+    then padded; the caller cuts it at the stop). Pad ids are not stripped here: a model may
+    sample its pad token like any other.
+    """
     for i, token in enumerate(row):
         if token in eos_ids:
             return row[: i + 1], True
-    while row and row[-1] == pad_id:
-        row = row[:-1]
     return row, False

@@ -1,0 +1,223 @@
+"""The training configuration: one validated, documented tree read from TOML or YAML.
+
+Every field has a description (`rewardgym train --help-config` prints them all); unknown
+keys are errors, so a typo never silently falls back to a default. Command-line
+overrides use dotted paths: `--set loss.algorithm=dapo --set optim.lr=1e-5`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewards.config_file import ConfigFileError, describe_validation_error, read_config_file
+from trainer.losses import DEFAULT_CLIP, Algorithm, LossSettings
+
+
+class TrainConfigError(ConfigFileError):
+    """The training configuration is invalid; the message names the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    name: str = Field("gemma-3-270m", description="model directory, or the embedded default 'gemma-3-270m'")
+    chat_format: Literal["auto", "template", "plain"] = Field(
+        "auto",
+        description="'template' = the tokenizer's chat template, 'plain' = User:/Assistant: transcript",
+    )
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="'auto' = bfloat16 on GPU, float32 on CPU"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward to save memory"
+    )
+
+
+class LoraSection(_Section):
+    enabled: bool = Field(True, description="train LoRA adapters (peft) instead of all weights")
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="adapter scale numerator (scale = alpha / rank)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="adapter dropout")
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        description="names of the linear layers that get adapters",
+    )
+
+
+class EngineSection(_Section):
+    kind: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers",
+        description="'transformers' shares the trainer's model (no weight copy); 'vllm' runs in-process "
+        "and gets the weights after every step; 'openai' is a remote server (generation only: "
+        "it must return token ids, e.g. vLLM serving LoRA adapters)",
+    )
+    max_batch_size: int = Field(64, ge=1, description="transformers: most requests generated as one batch")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="vllm: memory share (CPU: RAM)"
+    )
+    base_url: str | None = Field(None, description="openai: the server's /v1 URL")
+    served_model: str | None = Field(None, description="openai: the model name the server expects")
+
+
+class RolloutSection(_Section):
+    env: str | None = Field("rewardgym/Math-v0", description="environment id (give this or 'suite')")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the env")
+    suite: str | None = Field(None, description="a registered suite name or a suite .toml/.yaml file")
+    group_size: int = Field(8, ge=2, description="G: rollouts per task (the group advantages compare)")
+    groups_per_step: int = Field(8, ge=1, description="tasks per optimizer step (batch = G × this)")
+    max_tokens: int = Field(256, ge=1, description="generation budget per assistant turn")
+    temperature: float = Field(
+        1.0, gt=0, description="sampling temperature (training samples must be random)"
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
+    max_concurrent_groups: int = Field(64, ge=1, description="groups in flight at once")
+    dynamic_sampling: Literal["off", "drop", "refill"] = Field(
+        "off",
+        description="zero-variance groups (all rewards equal: no gradient): keep them ('off'), drop them, "
+        "or drop and sample new groups until the step has `groups_per_step` informative ones (DAPO)",
+    )
+    max_refill_rounds: int = Field(4, ge=0, description="'refill': extra sampling rounds per step at most")
+    group_reward_weight: float = Field(1.0, description="weight of the env's group reward, if it has one")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RolloutSection:
+        if (self.env is None) == (self.suite is None):
+            raise ValueError("give exactly one of rollout.env and rollout.suite")
+        return self
+
+
+class LossSection(_Section):
+    algorithm: Algorithm = Field("grpo", description="'grpo', 'dr_grpo', 'dapo' or 'gspo'")
+    clip_low: float | None = Field(
+        None, ge=0, lt=1, description="ratio floor 1 - clip_low (default per algorithm)"
+    )
+    clip_high: float | None = Field(
+        None, ge=0, description="ratio ceiling 1 + clip_high (default per algorithm)"
+    )
+    kl_coef: float = Field(0.0, ge=0, description="β of the k3 KL to the frozen initial policy (0 = off)")
+    is_cap: float | None = Field(
+        None, gt=0, description="truncated importance sampling engine→trainer, capped at this (None = off)"
+    )
+    overlong_buffer: int | None = Field(
+        None, ge=1, description="DAPO soft overlong penalty: last this many tokens of max_tokens ramp to -1"
+    )
+    epochs: int = Field(1, ge=1, description="optimizer passes over each batch (>1 makes the ratio matter)")
+
+    def settings(self) -> LossSettings:
+        low, high = DEFAULT_CLIP[self.algorithm]
+        return LossSettings(
+            algorithm=self.algorithm,
+            clip_low=low if self.clip_low is None else self.clip_low,
+            clip_high=high if self.clip_high is None else self.clip_high,
+            kl_coef=self.kl_coef,
+            is_cap=self.is_cap,
+        )
+
+
+class OptimSection(_Section):
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="after warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None = off)")
+    micro_batch_size: int = Field(
+        8, ge=1, description="sequences per forward/backward (gradient accumulation)"
+    )
+
+
+class TrainConfig(_Section):
+    run_dir: Path = Field(Path("runs/grpo"), description="metrics, checkpoints, samples and plots go here")
+    seed: int = Field(0, description="seeds task choice, sampling and initialisation")
+    steps: int = Field(50, ge=1, description="optimizer steps")
+    checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints (and one at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
+    samples_every: int = Field(10, ge=1, description="steps between rollout samples (markdown + HTML)")
+    tensorboard: bool = Field(True, description="also write TensorBoard events")
+    distributed: Literal["ddp", "fsdp2"] = Field(
+        "ddp", description="under torchrun: how the learner is wrapped"
+    )
+    imports: tuple[str, ...] = Field(
+        (), description="modules or .py files imported first (they register your own envs and rewards)"
+    )
+    model: ModelSection = Field(default_factory=ModelSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    loss: LossSection = Field(default_factory=LossSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+        """The file's settings (or the defaults), then `key.path=value` overrides, validated."""
+        data: dict[str, Any] = dict(read_config_file(path, "training config")) if path else {}
+        for override in overrides:
+            key, value = parse_override(override)
+            set_dotted(data, key, value)
+        return cls.from_dict(data, where=str(path) if path else "config")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise TrainConfigError(f"{where}: {describe_validation_error(exc, root='top level')}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`loss.algorithm=dapo` → ("loss.algorithm", "dapo"); values are read as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise TrainConfigError(
+            f"an override is KEY=VALUE with a dotted key (e.g. optim.lr=1e-5), got {text!r}"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)  # YAML 1.1 reads "1e-5" as a string
+    return key.strip(), value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise TrainConfigError(f"cannot set {key}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def describe_fields(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every field, for `--help-config` and the README."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_fields(annotation, f"{prefix}{name}."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((f"{prefix}{name}", repr(default), field.description or ""))
+    return rows
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

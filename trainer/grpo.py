@@ -1,0 +1,424 @@
+"""The GRPO-family training loop: rollouts → advantages → learner step → weight sync → log.
+
+    for step in range(start, steps):
+        groups   = collector.collect(step)            # G episodes per task, token level
+        batch    = advantages within each group      # (r - mean) [/ std]
+        metrics  = learner.train_step(batch)         # one optimizer step
+        engine.update_weights(...)                   # vLLM only; transformers shares the model
+        log metrics / samples / checkpoint
+
+Under `torchrun` every rank plays its own share of the step's groups and the learner's
+gradients are summed over ranks (DDP or FSDP2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from envs.suites import Suite, SuiteMember, get_suite
+from rewards.plugins import import_user_module
+from rewards.rules import soft_overlong_penalty
+from trainer.advantages import group_advantages
+from trainer.checkpoint import Checkpoints
+from trainer.config import TrainConfig
+from trainer.engines.base import Engine, SamplingParams
+from trainer.learner import Learner, TrainSequence
+from trainer.metrics_log import MetricsLogger
+from trainer.policy import Policy, load_policy
+from trainer.rollouts import RolloutCollector, RolloutGroup, StepRollouts
+from trainer.samples import SampleGroup, SampleMember, write_samples
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. every rollout failed for several steps); the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    steps_done: int
+    resumed_from: int  # 0 for a fresh run
+    first_reward: float
+    last_reward: float
+    seconds: float
+
+
+MAX_FAILED_STEPS = 3  # consecutive steps in which every group failed before we stop
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Run (or resume) the training run described by `config`."""
+    start_time = time.monotonic()
+    rank, world_size = _init_distributed()
+    for module in config.imports:
+        import_user_module(module)
+    torch.manual_seed(config.seed + rank)
+    run_dir = config.run_dir
+    suite = _suite(config)
+    policy = load_policy(config.model, config.lora, keep_reference=config.loss.kl_coef > 0)
+    train_model = _wrap_for_ranks(policy, config) if world_size > 1 else None
+    learner = Learner(
+        policy,
+        config.optim,
+        config.loss,
+        max_tokens=config.rollout.max_tokens,
+        temperature=config.rollout.temperature,
+        total_steps=config.steps,
+        train_model=train_model,
+    )
+    checkpoints = Checkpoints(run_dir, keep=config.keep_checkpoints)
+    config_record = config.to_dict()
+    start_step = 0
+    latest = checkpoints.latest()
+    if latest is not None:
+        start_step = checkpoints.restore(latest, policy, learner, config_record).step
+        if rank == 0:
+            logger.info("resumed from %s (step %d)", latest, start_step)
+    engine = _engine(config, policy)
+    if start_step and config.engine.kind == "vllm":
+        engine.update_weights(policy.merged_weights())
+    params = SamplingParams(
+        max_tokens=config.rollout.max_tokens,
+        temperature=config.rollout.temperature,
+        top_p=config.rollout.top_p,
+    )
+    collector = RolloutCollector(
+        suite,
+        engine,
+        params,
+        group_size=config.rollout.group_size,
+        groups_per_step=config.rollout.groups_per_step,
+        seed=config.seed,
+        max_concurrent_groups=config.rollout.max_concurrent_groups,
+        dynamic_sampling=config.rollout.dynamic_sampling,
+        max_refill_rounds=config.rollout.max_refill_rounds,
+        group_reward_weight=config.rollout.group_reward_weight,
+        rank=rank,
+        world_size=world_size,
+    )
+    metrics_log = (
+        MetricsLogger(run_dir, tensorboard=config.tensorboard, resume_step=start_step) if rank == 0 else None
+    )
+    loop = asyncio.new_event_loop()
+    rewards_seen: list[float] = []
+    failed_steps = 0
+    bar = _Progress(config.steps, start_step, enabled=progress and rank == 0)
+    try:
+        for step in range(start_step, config.steps):
+            step_start = time.monotonic()
+            rollouts = loop.run_until_complete(collector.collect(step))
+            failed_steps = failed_steps + 1 if _all_failed(rollouts, world_size) else 0
+            if failed_steps >= MAX_FAILED_STEPS:
+                raise TrainingError(
+                    f"every rollout failed for {failed_steps} steps in a row; first error: "
+                    f"{rollouts.failed[0].first_error if rollouts.failed else 'unknown'}"
+                )
+            sequences, advantages = _sequences(rollouts.groups, config)
+            train_start = time.monotonic()
+            learner_metrics = learner.train_step(sequences)
+            train_seconds = time.monotonic() - train_start
+            sync_start = time.monotonic()
+            if config.engine.kind == "vllm" and not learner_metrics["step_skipped"]:
+                engine.update_weights(policy.merged_weights())
+            sync_seconds = time.monotonic() - sync_start
+            done = step + 1
+            metrics = _rollout_metrics(rollouts, config, world_size)
+            metrics.update(learner_metrics)
+            metrics.update(
+                {
+                    "time/rollout": rollouts.seconds,
+                    "time/reward": rollouts.env_seconds,
+                    "time/train": train_seconds,
+                    "time/weight_sync": sync_seconds,
+                    "time/step": time.monotonic() - step_start,
+                }
+            )
+            metrics["tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(metrics["time/step"], 1e-9)
+            if metrics_log is not None:
+                metrics_log.log(done, metrics)
+            if not math.isnan(metrics["reward/mean"]):
+                rewards_seen.append(metrics["reward/mean"])
+            if rank == 0 and (done % config.samples_every == 0 or done == 1):
+                write_samples(run_dir, done, _sample_groups(rollouts.groups, advantages))
+            if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+                checkpoints.save(done, policy, learner, config_record)
+            if world_size > 1:
+                dist.barrier()
+            bar.update(done, metrics)
+    finally:
+        bar.close()
+        collector.close()
+        loop.run_until_complete(engine.close())
+        loop.close()
+        if metrics_log is not None:
+            metrics_log.close()
+    if rank == 0:
+        _plot(run_dir)
+    return TrainResult(
+        run_dir=run_dir,
+        steps_done=config.steps,
+        resumed_from=start_step,
+        first_reward=rewards_seen[0] if rewards_seen else math.nan,
+        last_reward=rewards_seen[-1] if rewards_seen else math.nan,
+        seconds=time.monotonic() - start_time,
+    )
+
+
+# -- set-up ----------------------------------------------------------------------------------------
+
+
+def _suite(config: TrainConfig) -> Suite:
+    rollout = config.rollout
+    if rollout.suite is not None:
+        return get_suite(rollout.suite)
+    assert rollout.env is not None
+    kwargs = (
+        {"split": "train", **rollout.env_kwargs} if _takes_split(rollout.env) else dict(rollout.env_kwargs)
+    )
+    member = SuiteMember(rollout.env, kwargs=kwargs)
+    member.make_env().close()  # fail now, with the env's own message, not inside a rollout
+    return Suite(rollout.env, (member,))
+
+
+def _takes_split(env_id: str) -> bool:
+    import inspect
+
+    import gymnasium
+
+    entry = gymnasium.spec(env_id).entry_point
+    target = gymnasium.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return "split" in inspect.signature(target).parameters
+
+
+def _engine(config: TrainConfig, policy: Policy) -> Engine:
+    kind = config.engine.kind
+    if kind == "transformers":
+        from trainer.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(
+            policy.model,
+            policy.tokenizer,
+            chat_format=config.model.chat_format,
+            max_batch_size=config.engine.max_batch_size,
+            name=Path(config.model.name).name,
+        )
+    if kind == "vllm":
+        from trainer.engines.vllm_engine import VLLMEngine
+
+        engine = VLLMEngine.from_pretrained(
+            config.model.name,
+            chat_format=config.model.chat_format,
+            gpu_memory_utilization=config.engine.gpu_memory_utilization,
+            seed=config.seed,
+        )
+        engine.update_weights(policy.merged_weights())
+        return engine
+    from trainer.engines.openai_engine import OpenAIEngine
+
+    if not (config.engine.base_url and config.engine.served_model):
+        raise ValueError("engine.kind = 'openai' needs engine.base_url and engine.served_model")
+    return OpenAIEngine(config.engine.base_url, config.engine.served_model, api="completions")
+
+
+def _init_distributed() -> tuple[int, int]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _wrap_for_ranks(policy: Policy, config: TrainConfig) -> Any:
+    """DDP around the policy (generation keeps using the unwrapped model), or FSDP2 in place."""
+    if config.distributed == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        if config.engine.kind == "transformers":
+            raise ValueError(
+                "distributed = 'fsdp2' shards the weights, so ranks cannot generate independently with the "
+                "transformers engine; use 'ddp', or engine.kind = 'vllm'"
+            )
+        return fully_shard(policy.model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [policy.device.index] if policy.device.type == "cuda" else None
+    return DistributedDataParallel(policy.model, device_ids=device_ids)
+
+
+# -- per step ------------------------------------------------------------------------------------
+
+
+def _sequences(
+    groups: list[RolloutGroup], config: TrainConfig
+) -> tuple[list[TrainSequence], list[list[float]]]:
+    """Advantages within each group, one training sequence per trajectory."""
+    scale = "none" if config.loss.algorithm == "dr_grpo" else "std"
+    sequences: list[TrainSequence] = []
+    all_advantages: list[list[float]] = []
+    for group in groups:
+        rewards = list(_shaped_rewards(group, config))
+        advantages = group_advantages(rewards, scale=scale)
+        all_advantages.append(advantages)
+        for trajectory, advantage in zip(group.trajectories, advantages, strict=True):
+            if trajectory.num_sampled:
+                sequences.append(
+                    TrainSequence(
+                        trajectory.token_ids, trajectory.loss_mask, trajectory.sampler_logprobs, advantage
+                    )
+                )
+    return sequences, all_advantages
+
+
+def _shaped_rewards(group: RolloutGroup, config: TrainConfig) -> list[float]:
+    buffer = config.loss.overlong_buffer
+    if buffer is None:
+        return list(group.rewards_G)
+    limit = config.rollout.max_tokens
+    return [
+        r + soft_overlong_penalty(t.episode.num_tokens, limit, min(buffer, limit))
+        for r, t in zip(group.rewards_G, group.trajectories, strict=True)
+    ]
+
+
+def _all_failed(rollouts: StepRollouts, world_size: int) -> bool:
+    flags = torch.tensor([float(bool(rollouts.failed) and not rollouts.groups), float(rollouts.sampled > 0)])
+    if world_size > 1:
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return bool(flags[0].item())
+
+
+def _rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int) -> dict[str, float]:
+    """Reward and length statistics over every rank's groups."""
+    rows = [
+        (g.member, r, t.episode.num_tokens, dict(t.episode.components))
+        for g in rollouts.groups
+        for r, t in zip(g.rewards_G, g.trajectories, strict=True)
+    ]
+    counts = [
+        len(rollouts.groups),
+        len(rollouts.failed),
+        rollouts.zero_std,
+        rollouts.dropped_zero_std,
+        rollouts.sampled,
+        sum(t.num_sampled for g in rollouts.groups for t in g.trajectories),
+    ]
+    if world_size > 1:
+        gathered: list[Any] = [None] * world_size
+        dist.all_gather_object(gathered, (rows, counts))
+        rows = [row for part, _ in gathered for row in part]
+        counts = [sum(c) for c in zip(*(c for _, c in gathered), strict=True)]
+    trained, failed, zero_std, dropped, sampled, sampled_tokens = counts
+    rewards = [r for _, r, _, _ in rows]
+    metrics: dict[str, float] = {
+        "reward/mean": statistics.fmean(rewards) if rewards else math.nan,
+        "reward/std": statistics.pstdev(rewards) if len(rewards) > 1 else math.nan,
+        "frac_zero_std": zero_std / max(sampled - failed, 1),
+        "episodes/skipped_groups": float(failed),
+        "episodes/errors": float(failed),
+        "groups/trained": float(trained),
+        "groups/dropped_zero_std": float(dropped),
+        "length/completion_mean": statistics.fmean(n for _, _, n, _ in rows) if rows else math.nan,
+        "length/completion_max": float(max((n for _, _, n, _ in rows), default=0)),
+        "_tokens": float(sampled_tokens),
+    }
+    by_member: dict[str, list[float]] = defaultdict(list)
+    by_component: dict[str, list[float]] = defaultdict(list)
+    for member, reward, _, components in rows:
+        by_member[member].append(reward)
+        for name, value in components.items():
+            if not math.isnan(value):
+                by_component[name].append(value)
+    for member, values in by_member.items():
+        metrics[f"reward/{member}/mean"] = statistics.fmean(values)
+    for name, values in by_component.items():
+        metrics[f"component/{name}/mean"] = statistics.fmean(values)
+    if rollouts.failed:
+        logger.warning(
+            "step skipped %d failed group(s); first error: %s",
+            len(rollouts.failed),
+            rollouts.failed[0].first_error,
+        )
+    return metrics
+
+
+def _sample_groups(groups: list[RolloutGroup], advantages: list[list[float]]) -> list[SampleGroup]:
+    shown = []
+    for group, group_advantages_G in list(zip(groups, advantages, strict=True))[:4]:
+        members = tuple(
+            SampleMember(
+                reward=reward,
+                advantage=advantage,
+                messages=tuple(t.episode.messages),
+                components=dict(t.episode.components),
+                error=t.episode.error,
+                finish_reasons=t.episode.finish_reasons,
+                num_tokens=t.episode.num_tokens,
+            )
+            for t, reward, advantage in zip(
+                group.trajectories, group.rewards_G, group_advantages_G, strict=True
+            )
+        )
+        reference = None if group.task.answer is None else str(group.task.answer)
+        shown.append(
+            SampleGroup(env=group.member, task_id=group.task.id, reference=reference, members=members)
+        )
+    return shown
+
+
+def _plot(run_dir: Path) -> None:
+    try:
+        from trainer.plot import plot_run
+
+        plot_run(run_dir)
+    except Exception as exc:  # a plot is a convenience; the run's data is already on disk
+        logger.warning("could not write plots: %s (run `rewardgym plot %s` to retry)", exc, run_dir)
+
+
+class _Progress:
+    """A rich progress bar with the latest reward (silent when disabled)."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, completed=done, status="")
+
+    def update(self, done: int, metrics: dict[str, float]) -> None:
+        if self.progress is None:
+            return
+        status = (
+            f"reward {metrics['reward/mean']:.3f}  loss {metrics['loss']:.4f}  "
+            f"len {metrics['length/completion_mean']:.0f}  {metrics['time/step']:.1f}s/step"
+        )
+        self.progress.update(self.task, completed=done, status=status)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
