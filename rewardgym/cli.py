@@ -7,6 +7,7 @@ rewardgym serve           serve rewards and environments' rewards over HTTP
 rewardgym serve-model     serve a local model over the OpenAI API
 rewardgym serve-sandbox   serve the code sandbox over SandboxFusion's /run_code protocol
 rewardgym prepare-model   convert the embedded default model now
+rewardgym train           train a policy with GRPO, Dr. GRPO, DAPO or GSPO (torchrun for several processes)
 rewardgym plot            plot a training run's metrics to PNGs
 """
 
@@ -37,6 +38,9 @@ _EXTRAS = {
     "accelerate": "train",
     "gguf": "train",
     "matplotlib": "train",
+    "peft": "train",
+    "pydantic": "train",
+    "tensorboard": "train",
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
@@ -435,6 +439,64 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    from trainer.config import TrainConfig, describe_fields
+
+    if args.help_config:
+        for key, default, description in describe_fields():
+            print(f"{key} = {default}\n    {description}")
+        return 0
+    overrides = list(args.set or [])
+    for flag, key in (("steps", "steps"), ("run_dir", "run_dir"), ("model", "model.name"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = TrainConfig.load(args.config, overrides)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from trainer.checkpoint import CheckpointError
+    from trainer.engines import EngineError
+    from trainer.grpo import TrainingError, train
+
+    try:
+        result = train(config, progress=not args.no_progress)
+    except (CheckpointError, TrainingError, EngineError) as exc:
+        return _fail(str(exc))
+    if _is_rank_zero():
+        console.print(
+            f"trained {result.steps_done - result.resumed_from} steps in {result.seconds:.0f} s "
+            f"(resumed at step {result.resumed_from}); reward {result.first_reward:.3f} -> {result.last_reward:.3f}"
+        )
+        console.print(f"run directory: {result.run_dir}  (plots in {result.run_dir / 'plots'})")
+    return 0
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a policy on an environment or suite (GRPO family)",
+        description="Train with the settings in --config (TOML or YAML); --set overrides any field. "
+        "Run under `torchrun --nproc-per-node N` for data parallelism. --help-config lists every field.",
+    )
+    p.add_argument("--config", type=Path, help="a .toml/.yaml training config (see examples/)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set loss.algorithm=dapo"
+    )
+    p.add_argument("--steps", type=int, help="shortcut for --set steps=N")
+    p.add_argument("--run-dir", help="shortcut for --set run_dir=DIR")
+    p.add_argument("--model", help="shortcut for --set model.name=M")
+    p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--help-config", action="store_true", help="list every config field with its default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sandbox.factory import BACKENDS
 
@@ -478,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-model", help="convert the embedded default model (or check a model directory)"
     )
     prepare.add_argument("--model", default="gemma-3-270m")
+    _add_train(sub)
     plot = sub.add_parser("plot", help="plot a training run's metrics.jsonl to PNGs")
     plot.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the training run's directory")
     plot.add_argument("--out", type=Path, metavar="DIR", help="where the PNGs go (default RUN_DIR/plots)")
@@ -503,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve-sandbox": _serve_sandbox,
             "prepare-model": _prepare_model,
             "plot": _plot,
+            "train": _train,
         }
         return handlers[args.command](args)
     except (

@@ -7,6 +7,7 @@ overrides use dotted paths: `--set loss.algorithm=dapo --set optim.lr=1e-5`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -211,7 +212,8 @@ def describe_fields(model: type[BaseModel] = TrainConfig, prefix: str = "") -> l
             rows.extend(describe_fields(annotation, f"{prefix}{name}."))
             continue
         default = field.get_default(call_default_factory=True)
-        rows.append((f"{prefix}{name}", repr(default), field.description or ""))
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default, default=str)
+        rows.append((f"{prefix}{name}", shown, field.description or ""))
     return rows
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import statistics
 import time
 from collections import defaultdict
@@ -33,6 +32,7 @@ from rewards.rules import soft_overlong_penalty
 from trainer.advantages import group_advantages
 from trainer.checkpoint import Checkpoints
 from trainer.config import TrainConfig
+from trainer.distributed import init_distributed, wrap_for_ranks
 from trainer.engines.base import Engine, SamplingParams
 from trainer.learner import Learner, TrainSequence
 from trainer.metrics_log import MetricsLogger
@@ -63,14 +63,14 @@ MAX_FAILED_STEPS = 3  # consecutive steps in which every group failed before we 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Run (or resume) the training run described by `config`."""
     start_time = time.monotonic()
-    rank, world_size = _init_distributed()
+    rank, world_size = init_distributed()
     for module in config.imports:
         import_user_module(module)
     torch.manual_seed(config.seed + rank)
     run_dir = config.run_dir
     suite = _suite(config)
     policy = load_policy(config.model, config.lora, keep_reference=config.loss.kl_coef > 0)
-    train_model = _wrap_for_ranks(policy, config) if world_size > 1 else None
+    train_model = wrap_for_ranks(policy, config.distributed, config.engine.kind) if world_size > 1 else None
     learner = Learner(
         policy,
         config.optim,
@@ -232,34 +232,6 @@ def _engine(config: TrainConfig, policy: Policy) -> Engine:
     if not (config.engine.base_url and config.engine.served_model):
         raise ValueError("engine.kind = 'openai' needs engine.base_url and engine.served_model")
     return OpenAIEngine(config.engine.base_url, config.engine.served_model, api="completions")
-
-
-def _init_distributed() -> tuple[int, int]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _wrap_for_ranks(policy: Policy, config: TrainConfig) -> Any:
-    """DDP around the policy (generation keeps using the unwrapped model), or FSDP2 in place."""
-    if config.distributed == "fsdp2":
-        from torch.distributed.fsdp import fully_shard
-
-        if config.engine.kind == "transformers":
-            raise ValueError(
-                "distributed = 'fsdp2' shards the weights, so ranks cannot generate independently with the "
-                "transformers engine; use 'ddp', or engine.kind = 'vllm'"
-            )
-        return fully_shard(policy.model)
-    from torch.nn.parallel import DistributedDataParallel
-
-    device_ids = [policy.device.index] if policy.device.type == "cuda" else None
-    return DistributedDataParallel(policy.model, device_ids=device_ids)
 
 
 # -- per step ------------------------------------------------------------------------------------

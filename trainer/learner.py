@@ -111,6 +111,12 @@ class Learner:
             self.optimizer, _schedule(optim.warmup_steps, total_steps, optim.schedule)
         )
         self.skipped_steps = 0
+        if type(self.model).__name__.startswith("FSDP") and policy.lora and self.settings.kl_coef:
+            # Switching peft adapters off and on inside an FSDP2-sharded module leaves the
+            # adapters without gradients on torch 2.13 (checked on CPU/gloo).
+            raise ValueError(
+                "FSDP2 with LoRA cannot use the KL reference (kl_coef > 0); use DDP or kl_coef = 0"
+            )
 
     # -- one step ------------------------------------------------------------------------------
 

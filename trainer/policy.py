@@ -7,6 +7,7 @@ reference costs no extra memory; full fine-tuning keeps a frozen copy when KL is
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class Policy:
         With LoRA, only the adapted layers change: each is yielded as W + scale·B·A.
         """
         if not self.lora:
-            yield from ((name, p.detach()) for name, p in self.model.named_parameters())
+            yield from ((name, _full(p.detach())) for name, p in self.model.named_parameters())
             return
         from peft.tuners.lora import LoraLayer
 
@@ -55,7 +56,14 @@ class Policy:
                 base = module.get_base_layer()
                 delta = module.get_delta_weight("default")
                 hf_name = name.removeprefix("base_model.model.") + ".weight"
-                yield hf_name, (base.weight.detach() + delta.detach()).to(base.weight.dtype)
+                weight = _full(base.weight.detach())
+                yield hf_name, (weight + _full(delta.detach())).to(weight.dtype)
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor, also when FSDP2 holds only this rank's shard (a DTensor)."""
+    full_tensor = getattr(tensor, "full_tensor", None)
+    return full_tensor() if full_tensor is not None else tensor
 
 
 def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, keep_reference: bool) -> Policy:
@@ -66,8 +74,8 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, keep_referenc
 
     path = resolve_model(model_cfg.name)
     device_name = model_cfg.device
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name == "auto":  # under torchrun each rank takes the GPU of its local rank
+        device_name = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device_name)
     if model_cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -77,7 +85,10 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, keep_referenc
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     if model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        )
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # generation turns the cache back on per call
     reference = None
     if lora_cfg.enabled:

@@ -52,7 +52,8 @@ class RolloutGroup:
 
     @property
     def failed(self) -> bool:
-        return any(math.isnan(r) for r in self.rewards_G)
+        """Some reward is missing (NaN: an error) or not finite (a broken reward function)."""
+        return not all(math.isfinite(r) for r in self.rewards_G)
 
     @property
     def first_error(self) -> str | None:
@@ -60,7 +61,7 @@ class RolloutGroup:
             episode = trajectory.episode
             if episode.error or episode.reward_error:
                 return episode.error or f"reward: {episode.reward_error}"
-        return None if not self.failed else "group reward failed"
+        return None if not self.failed else f"non-finite rewards {list(self.rewards_G)}"
 
 
 @dataclass
