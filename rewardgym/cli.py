@@ -466,7 +466,8 @@ def _train(args: argparse.Namespace) -> int:
     if _is_rank_zero():
         console.print(
             f"trained {result.steps_done - result.resumed_from} steps in {result.seconds:.0f} s "
-            f"(resumed at step {result.resumed_from}); reward {result.first_reward:.3f} -> {result.last_reward:.3f}"
+            f"(resumed at step {result.resumed_from}); "
+            f"reward {result.first_reward:.3f} -> {result.last_reward:.3f}"
         )
         console.print(f"run directory: {result.run_dir}  (plots in {result.run_dir / 'plots'})")
     return 0

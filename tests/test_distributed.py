@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import free_port
 from trainer.metrics_log import read_metrics
+
+from conftest import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -20,14 +20,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train_envs  # noqa: F401 - registers tests/LetterA-v0
-from conftest import free_port
 from envs.suites import Suite, SuiteMember
 from trainer.config import TrainConfig
 from trainer.engines import SamplingParams, TransformersEngine
 from trainer.grpo import TrainingError, train
 from trainer.metrics_log import read_metrics
 from trainer.rollouts import RolloutCollector
+
+import train_envs  # noqa: F401 - registers tests/LetterA-v0
+from conftest import free_port
 
 ENVS_FILE = str(Path(__file__).with_name("train_envs.py"))
 REPO = Path(__file__).resolve().parents[1]

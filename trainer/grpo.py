@@ -348,8 +348,15 @@ def _sample_groups(groups: list[RolloutGroup], advantages: list[list[float]]) ->
             )
         )
         reference = None if group.task.answer is None else str(group.task.answer)
+        opening = group.trajectories[0].episode.prompt_messages
         shown.append(
-            SampleGroup(env=group.member, task_id=group.task.id, reference=reference, members=members)
+            SampleGroup(
+                env=group.member,
+                task_id=group.task.id,
+                reference=reference,
+                members=members,
+                prompt_messages=opening,
+            )
         )
     return shown
 

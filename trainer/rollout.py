@@ -44,6 +44,7 @@ class EpisodeResult:
     seconds: float
     generations: tuple[Generation, ...] = field(default=(), repr=False)
     env_seconds: float = 0.0  # inside the environment (its reward included)
+    prompt_messages: int = 0  # how many of `messages` the environment opened with
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready record for per-sample output (generations' token ids left out)."""
@@ -124,8 +125,10 @@ async def play_episode(
     info: dict[str, Any] = {}
     error: str | None = None
     messages: list[Message] = []
+    prompt_messages = 0
     try:
         messages, info = await env.areset(seed=seed, options={"task": task})
+        prompt_messages = len(messages)
         if tokens is not None:
             tokens.start(messages)
     except Exception as exc:
@@ -180,4 +183,5 @@ async def play_episode(
         seconds=time.monotonic() - start,
         generations=tuple(generations),
         env_seconds=env_seconds,
+        prompt_messages=prompt_messages,
     )

@@ -42,6 +42,7 @@ class SampleGroup:
     task_id: str
     reference: str | None
     members: tuple[SampleMember, ...]
+    prompt_messages: int | None = None  # the opening's length (few-shot turns included), when known
 
 
 def _number(value: float, *, signed: bool = False, nan: str = "error") -> str:
@@ -70,6 +71,9 @@ def _split(group: SampleGroup) -> tuple[tuple[dict[str, Any], ...], list[tuple[d
     non-assistant messages that every member has in common."""
     if not group.members:
         return (), []
+    if group.prompt_messages is not None:
+        n = group.prompt_messages
+        return group.members[0].messages[:n], [member.messages[n:] for member in group.members]
     first = group.members[0].messages
     n = next((i for i, m in enumerate(first) if m.get("role") == "assistant"), len(first))
     for member in group.members[1:]:
