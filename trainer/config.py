@@ -54,18 +54,16 @@ class LoraSection(_Section):
 
 
 class EngineSection(_Section):
-    kind: Literal["transformers", "vllm", "openai"] = Field(
+    kind: Literal["transformers", "vllm"] = Field(
         "transformers",
         description="'transformers' shares the trainer's model (no weight copy); 'vllm' runs in-process "
-        "and gets the weights after every step; 'openai' is a remote server (generation only: "
-        "it must return token ids, e.g. vLLM serving LoRA adapters)",
+        "and gets the weights after every step. (A remote OpenAI-compatible server returns text, not "
+        "sampled token ids: it serves `rewardgym eval`, not training.)",
     )
     max_batch_size: int = Field(64, ge=1, description="transformers: most requests generated as one batch")
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="vllm: memory share (CPU: RAM)"
     )
-    base_url: str | None = Field(None, description="openai: the server's /v1 URL")
-    served_model: str | None = Field(None, description="openai: the model name the server expects")
 
 
 class RolloutSection(_Section):
@@ -159,7 +157,12 @@ class TrainConfig(_Section):
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
         """The file's settings (or the defaults), then `key.path=value` overrides, validated."""
-        data: dict[str, Any] = dict(read_config_file(path, "training config")) if path else {}
+        try:
+            data: dict[str, Any] = dict(read_config_file(path, "training config")) if path else {}
+        except TrainConfigError:
+            raise
+        except ConfigFileError as exc:
+            raise TrainConfigError(str(exc)) from None
         for override in overrides:
             key, value = parse_override(override)
             set_dotted(data, key, value)

@@ -227,11 +227,7 @@ def _engine(config: TrainConfig, policy: Policy) -> Engine:
         )
         engine.update_weights(policy.merged_weights())
         return engine
-    from trainer.engines.openai_engine import OpenAIEngine
-
-    if not (config.engine.base_url and config.engine.served_model):
-        raise ValueError("engine.kind = 'openai' needs engine.base_url and engine.served_model")
-    return OpenAIEngine(config.engine.base_url, config.engine.served_model, api="completions")
+    raise ValueError(f"unknown engine kind {kind!r}")
 
 
 # -- per step ------------------------------------------------------------------------------------
