@@ -19,21 +19,32 @@ for a model without a chat template; TRL gets the same text as plain string prom
 `"User: Say something {i}.\\nAssistant:"`. Ours also stops a reply at "\\nUser:" (the
 plain format's stop string); TRL does not, so lengths can differ a little.
 
-Measured: after `--warmup` steps, the wall-clock seconds of `--steps` consecutive full
-optimizer steps (generation + reward + advantages + forward/backward + AdamW, and whatever
-each loop does between its steps), from the start of the first timed step to the end of
-the last. Ours: `metrics.jsonl` rows (the row's `time` is written at the end of its step;
-the first timed step starts at its row's `time` minus its `time/step`). TRL: a callback's
-`on_step_begin` / `on_step_end` clock. Tokens: the sampled completion tokens of those
-steps, EOS included, prompt tokens not. Ours: `tokens_per_s * time/step` of each row
-(the trainer's own count, the sum of the loss mask = sampled tokens); TRL: the lengths of
-the `completion_ids` its reward function receives (cut after the first EOS, EOS
-included). tokens/s = tokens / seconds. The `rollout` column is generation plus reward
-(ours: `time/rollout`; TRL: its `_generate_and_score_completions`, timed by wrapping it);
-`train` is the rest of the step. Target: ours >= 1.5x TRL's tokens/s.
+Measured: after `--warmup` steps, `--steps` consecutive full optimizer steps (generation +
+reward + advantages + forward/backward + AdamW, and whatever each loop does between its
+steps), from the start of the first timed step to the end of the last, in wall-clock
+seconds and in this process's CPU seconds (all threads). TRL's steps are clocked by a
+callback's `on_step_begin` / `on_step_end`; ours at the same points (a step starts when
+`RolloutCollector.collect` is called and ends when its metrics row is logged; the bench
+swaps in subclasses of those two classes that only read the clocks). Tokens: the sampled
+completion tokens of the timed steps, EOS included, prompt tokens not. Ours:
+`tokens_per_s * time/step` of each metrics row (the trainer's own count: the sum of the
+loss mask); TRL: the lengths of the `completion_ids` its reward function receives (cut
+after the first EOS, EOS included). tokens/s = tokens / wall seconds; tok/CPU-s = tokens /
+CPU seconds. `rollout s` is generation plus reward (ours: `time/rollout`; TRL: its
+`_generate_and_score_completions`, timed by wrapping it); `train s` is the rest of the
+steps. Target: ours >= 1.5x TRL's tokens/s.
+
+Threads: `--threads 1` (the default) runs torch single-threaded for both: that isolates
+what the trainers themselves cost and stays stable on a shared machine. With torch's
+default (`--threads 0`; 2 threads on a 2-core machine) the result depends on the machine.
+On a quiet one TRL came out ~1.7x faster than ours: our transformers engine calls
+generate() from a worker thread, where a second OpenMP thread does not help (the same
+generate() took 0.26 s there and 0.12 s in the main thread). On a busy one, two OpenMP
+threads per op in the main thread stalled on every op (1.5-10 s for that generate()) and
+TRL came out 10x slower. Compare only runs with equal `--threads`.
 
     python bench/bench_trainer_vs_trl.py [--steps 10] [--warmup 2] [--group-size 8] [--prompts 4]
-        [--max-tokens 32] [--hidden 256] [--layers 4] [--rounds 1]
+        [--max-tokens 32] [--hidden 256] [--layers 4] [--rounds 1] [--threads 1] [--json FILE]
 
 Needs `pip install trl` (a benchmark-only dependency).
 """
@@ -41,6 +52,7 @@ Needs `pip install trl` (a benchmark-only dependency).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import statistics
@@ -48,6 +60,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,20 +83,24 @@ CORPUS = [
 @dataclass
 class Result:
     steps: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float = 0.0  # this process's CPU time (all its threads)
     tokens: int = 0
     completions: int = 0
     rollout_s: float = 0.0
     train_s: float = 0.0
+    generate_calls: int = 0  # model.generate() batches in the timed steps (TRL: one per step)
     rewards: list[float] = field(default_factory=list)
 
     def add(self, other: Result) -> None:
         self.steps += other.steps
         self.seconds += other.seconds
+        self.cpu_seconds += other.cpu_seconds
         self.tokens += other.tokens
         self.completions += other.completions
         self.rollout_s += other.rollout_s
         self.train_s += other.train_s
+        self.generate_calls += other.generate_calls
         self.rewards += other.rewards
 
     @property
@@ -91,8 +108,35 @@ class Result:
         return self.tokens / max(self.seconds, 1e-9)
 
     @property
+    def cpu_rate(self) -> float:
+        return self.tokens / max(self.cpu_seconds, 1e-9)
+
+    @property
     def mean_length(self) -> float:
         return self.tokens / max(self.completions, 1)
+
+
+class StepClock:
+    """Wall and CPU clock readings at the start and at the end of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.begins: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
+        self.generate_calls: list[int] = []  # ours: the engine's generate() batches so far, per step
+
+    def begin(self) -> None:
+        self.begins.append((time.perf_counter(), time.process_time()))
+
+    def end(self) -> None:
+        self.ends.append((time.perf_counter(), time.process_time()))
+
+    def window(self, first: int) -> tuple[float, float]:
+        """(wall, CPU) seconds from the start of step `first` (0-based) to the end of the last step."""
+        (wall0, cpu0), (wall1, cpu1) = self.begins[first], self.ends[-1]
+        return wall1 - wall0, cpu1 - cpu0
+
+    def step_seconds(self, first: int) -> list[float]:
+        return [end[0] - begin[0] for begin, end in zip(self.begins[first:], self.ends[first:], strict=True)]
 
 
 def build_model(directory: Path, *, hidden: int, layers: int) -> Path:
@@ -179,21 +223,58 @@ def run_ours(model_dir: Path, run_dir: Path, args: argparse.Namespace) -> Result
             "optim": {"lr": LR, "micro_batch_size": batch, "max_grad_norm": 1.0},
         }
     )
-    train(config, progress=False)
+    clock = StepClock()
+    with _clocked(clock):
+        train(config, progress=False)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    if len(rows) != total:
-        raise RuntimeError(f"expected {total} metrics rows, got {len(rows)}")
+    if not (len(rows) == len(clock.begins) == len(clock.ends) == total):
+        raise RuntimeError(
+            f"expected {total} steps, got {len(rows)} metrics rows and {len(clock.ends)} clocked steps"
+        )
     timed = rows[args.warmup :]
-    start = timed[0]["time"] - timed[0]["time/step"]
+    wall, cpu = clock.window(args.warmup)
     return Result(
         steps=len(timed),
-        seconds=timed[-1]["time"] - start,
+        seconds=wall,
+        cpu_seconds=cpu,
         tokens=sum(round(r["tokens_per_s"] * r["time/step"]) for r in timed),
         completions=len(timed) * batch,
         rollout_s=sum(r["time/rollout"] for r in timed),
-        train_s=sum(r["time/step"] - r["time/rollout"] for r in timed),
+        train_s=sum(
+            s - r["time/rollout"] for s, r in zip(clock.step_seconds(args.warmup), timed, strict=True)
+        ),
         rewards=[r["reward/mean"] for r in timed],
+        generate_calls=clock.generate_calls[-1] - clock.generate_calls[args.warmup - 1],
     )
+
+
+@contextlib.contextmanager
+def _clocked(clock: StepClock) -> Iterator[None]:
+    """Clock our loop's steps like TRL's callback does: a step starts when its rollouts are
+    collected and ends when its metrics are logged (instrumentation only: the classes the loop
+    uses are swapped for subclasses that read the clocks, nothing else changes)."""
+    import trainer.grpo as grpo
+
+    collector_class, logger_class = grpo.RolloutCollector, grpo.MetricsLogger
+
+    class ClockedCollector(collector_class):  # type: ignore[misc, valid-type]
+        async def collect(self, step: int) -> Any:
+            clock.begin()
+            try:
+                return await super().collect(step)
+            finally:
+                clock.generate_calls.append(getattr(self.engine, "batches_run", 0))
+
+    class ClockedLogger(logger_class):  # type: ignore[misc, valid-type]
+        def log(self, step: int, metrics: Any) -> None:
+            clock.end()
+            super().log(step, metrics)
+
+    grpo.RolloutCollector, grpo.MetricsLogger = ClockedCollector, ClockedLogger  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        grpo.RolloutCollector, grpo.MetricsLogger = collector_class, logger_class  # type: ignore[misc]
 
 
 # -- TRL -------------------------------------------------------------------------------------------
@@ -215,16 +296,14 @@ def run_trl(model_dir: Path, out_dir: Path, args: argparse.Namespace) -> Result:
         rewards_seen.append(statistics.fmean(values))
         return values
 
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.begins: list[float] = []
-            self.ends: list[float] = []
+    clock = StepClock()
 
+    class ClockCallback(TrainerCallback):
         def on_step_begin(self, *_: Any, **__: Any) -> None:
-            self.begins.append(time.perf_counter())
+            clock.begin()
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
-            self.ends.append(time.perf_counter())
+            clock.end()
 
     dataset = Dataset.from_dict(
         {"prompt": [f"User: Say something {i}.\nAssistant:" for i in range(NUM_TASKS)]}
@@ -267,7 +346,6 @@ def run_trl(model_dir: Path, out_dir: Path, args: argparse.Namespace) -> Result:
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    clock = StepClock()
     threads = torch.get_num_threads()
     trainer = GRPOTrainer(
         model=model,
@@ -275,7 +353,7 @@ def run_trl(model_dir: Path, out_dir: Path, args: argparse.Namespace) -> Result:
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[clock],
+        callbacks=[ClockCallback()],
     )
     rollout_times: list[float] = []
     generate_and_score = trainer._generate_and_score_completions
@@ -298,15 +376,17 @@ def run_trl(model_dir: Path, out_dir: Path, args: argparse.Namespace) -> Result:
             f"{len(token_counts)} reward calls, {len(rollout_times)} generations"
         )
     w = args.warmup
-    step_s = [end - begin for begin, end in zip(clock.begins[w:], clock.ends[w:], strict=True)]
+    wall, cpu = clock.window(w)
     return Result(
         steps=args.steps,
-        seconds=clock.ends[-1] - clock.begins[w],
+        seconds=wall,
+        cpu_seconds=cpu,
         tokens=sum(token_counts[w:]),
         completions=args.steps * batch,
         rollout_s=sum(rollout_times[w:]),
-        train_s=sum(s - r for s, r in zip(step_s, rollout_times[w:], strict=True)),
+        train_s=sum(s - r for s, r in zip(clock.step_seconds(w), rollout_times[w:], strict=True)),
         rewards=rewards_seen[w:],
+        generate_calls=args.steps,
     )
 
 
@@ -320,26 +400,32 @@ def report(ours: Result, trl: Result, args: argparse.Namespace) -> None:
         f"completions/step, max {args.max_tokens} new tokens, full fine-tuning, float32, "
         f"torch threads {torch.get_num_threads()}"
     )
-    header = (
-        f"{'trainer':8s} {'steps':>5s} {'seconds':>8s} {'s/step':>7s} {'rollout s':>9s} {'train s':>8s} "
-        f"{'tokens':>7s} {'tokens/s':>9s} {'mean len':>8s} {'reward':>7s}"
+    print(
+        f"{'trainer':7s} {'steps':>5s} {'wall s':>7s} {'s/step':>6s} {'rollout s':>9s} {'train s':>7s} "
+        f"{'CPU s':>6s} {'tokens':>6s} {'tokens/s':>8s} {'tok/CPU-s':>9s} {'mean len':>8s} {'reward':>6s}"
     )
-    print(header)
     for name, r in (("ours", ours), ("TRL", trl)):
+        reward = statistics.fmean(r.rewards) if r.rewards else float("nan")
         print(
-            f"{name:8s} {r.steps:5d} {r.seconds:8.2f} {r.seconds / max(r.steps, 1):7.3f} "
-            f"{r.rollout_s:9.2f} {r.train_s:8.2f} {r.tokens:7d} {r.rate:9.1f} {r.mean_length:8.1f} "
-            f"{statistics.fmean(r.rewards) if r.rewards else float('nan'):7.3f}"
+            f"{name:7s} {r.steps:5d} {r.seconds:7.2f} {r.seconds / max(r.steps, 1):6.3f} {r.rollout_s:9.2f} "
+            f"{r.train_s:7.2f} {r.cpu_seconds:6.2f} {r.tokens:6d} {r.rate:8.1f} {r.cpu_rate:9.1f} "
+            f"{r.mean_length:8.1f} {reward:6.3f}"
         )
     print()
     low, high = sorted((ours.mean_length, trl.mean_length))
     if low < 0.8 * high:
         print(
-            f"note: mean completion lengths differ ({ours.mean_length:.1f} vs {trl.mean_length:.1f} tokens; "
-            "sampling differs, e.g. ours stops at '\\nUser:'); tokens/s still compares the same work per token"
+            f"note: mean completion lengths differ ({ours.mean_length:.1f} vs {trl.mean_length:.1f} "
+            "tokens; sampling differs, e.g. ours stops at '\\nUser:'); tokens/s still compares "
+            "the same work per token"
         )
-    ratio = ours.rate / max(trl.rate, 1e-9)
-    print(f"ratio ours/TRL = {ratio:.2f}x (target >= 1.5x)")
+    if ours.generate_calls > ours.steps:
+        print(
+            f"note: our engine split the timed steps' {ours.completions} requests into {ours.generate_calls} "
+            f"generate() batches ({ours.steps} would be one per step): its batching window closed early"
+        )
+    print(f"CPU-time ratio ours/TRL = {ours.cpu_rate / max(trl.cpu_rate, 1e-9):.2f}x (tokens per CPU-second)")
+    print(f"ratio ours/TRL = {ours.rate / max(trl.rate, 1e-9):.2f}x (wall tokens/s; target >= 1.5x)")
 
 
 def main() -> None:
@@ -376,12 +462,15 @@ def main() -> None:
         params = sum(p.numel() for p in _load(model_dir).parameters())
         print(f"model: Llama, hidden {args.hidden}, {args.layers} layers, {params / 1e6:.2f} M parameters")
         for round_index in range(args.rounds):
-            got = run_ours(model_dir, root / f"ours-{round_index}", args)
-            print(f"round {round_index + 1} ours: {got.rate:.1f} tokens/s ({got.seconds:.2f} s)", flush=True)
-            ours.add(got)
-            got = run_trl(model_dir, root / f"trl-{round_index}", args)
-            print(f"round {round_index + 1} TRL:  {got.rate:.1f} tokens/s ({got.seconds:.2f} s)", flush=True)
-            trl.add(got)
+            mine = run_ours(model_dir, root / f"ours-{round_index}", args)
+            theirs = run_trl(model_dir, root / f"trl-{round_index}", args)
+            print(
+                f"round {round_index + 1}: ours {mine.rate:.1f} tokens/s, TRL {theirs.rate:.1f} tokens/s, "
+                f"ratio {mine.rate / max(theirs.rate, 1e-9):.2f}x",
+                flush=True,
+            )
+            ours.add(mine)
+            trl.add(theirs)
     report(ours, trl, args)
     if args.json:
         data = {

@@ -37,7 +37,7 @@ def test_overrides_are_typed_and_dotted(tmp_path: Path) -> None:
         (["loss.algorithm=ppo"], r"loss\.algorithm: Input should be 'grpo', 'dr_grpo', 'dapo' or 'gspo'"),
         (["rollout.group_size=1"], r"rollout\.group_size: Input should be greater than or equal to 2"),
         (["steps=many"], r"steps: Input should be a valid integer"),
-        (["rollout.suite=x"], r"give exactly one of rollout\.env and rollout\.suite"),
+        (["rollout.suite=x", "rollout.env=y"], r"give exactly one of rollout\.env and rollout\.suite"),
         (["engine.kind=openai"], r"engine\.kind: Input should be 'transformers' or 'vllm'"),
         (["no_equals_sign"], r"an override is KEY=VALUE"),
     ],

@@ -326,3 +326,23 @@ def test_checkpoint_files_are_complete_and_latest_points_at_the_newest(
     assert state["step"] == 5 and state["config"]["rollout"]["env"] == "tests/LetterA-v0"
     for name in ("trainable.safetensors", "optimizer.pt", "model/config.json"):
         assert (root / "step_000005" / name).is_file()
+
+
+def test_a_checkpoint_write_cut_short_is_never_resumed_from(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from trainer.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_model_dir, run, "steps=2", "checkpoint_every=2"), progress=False)
+    root = run / "checkpoints"
+    # what a crash in the middle of saving step 4 leaves behind: a partial directory and pointer
+    (root / ".step_000004.partial").mkdir()
+    (root / ".step_000004.partial" / "trainable.safetensors").write_bytes(b"\x00" * 10)
+    (root / "latest.tmp").write_text("step_0000")
+    result = train(tiny_config(tiny_model_dir, run, "steps=4", "checkpoint_every=2"), progress=False)
+    assert result.resumed_from == 2
+    assert (root / "latest").read_text() == "step_000004"
+    assert not (root / ".step_000004.partial").exists()
+    # a pointer to a checkpoint that is not there is an error that says so, not a fresh start
+    (root / "latest").write_text("step_000099")
+    with pytest.raises(CheckpointError, match="step_000099, which is incomplete or missing"):
+        train(tiny_config(tiny_model_dir, run, "steps=6"), progress=False)

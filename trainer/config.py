@@ -67,7 +67,7 @@ class EngineSection(_Section):
 
 
 class RolloutSection(_Section):
-    env: str | None = Field("rewardgym/Math-v0", description="environment id (give this or 'suite')")
+    env: str | None = Field("rewardgym/Math-v0", description="environment id (or give 'suite' instead)")
     env_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the env")
     suite: str | None = Field(None, description="a registered suite name or a suite .toml/.yaml file")
     group_size: int = Field(8, ge=2, description="G: rollouts per task (the group advantages compare)")
@@ -85,6 +85,13 @@ class RolloutSection(_Section):
     )
     max_refill_rounds: int = Field(4, ge=0, description="'refill': extra sampling rounds per step at most")
     group_reward_weight: float = Field(1.0, description="weight of the env's group reward, if it has one")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _suite_replaces_the_default_env(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("suite") is not None and "env" not in data:
+            return {**data, "env": None}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> RolloutSection:
