@@ -72,12 +72,6 @@ TRAIN_ENVS = ROOT / "tests" / "train_envs.py"
 NUM_TASKS = 16  # tests/LetterA-v0 has 16 tasks: "Say something 0." ... "Say something 15."
 LR = 1e-5
 SEED = 0
-CORPUS = [
-    "User: What is 2 + 3?\nAssistant: 2 + 3 = 5. The answer is \\boxed{5}.\n",
-    "Solve the math problem. Show brief working, then give the final answer.",
-    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 + - * / = { } ( )",
-    "That is not right. Check your working and try again.",
-] * 20
 
 
 @dataclass
@@ -131,8 +125,12 @@ class StepClock:
         self.ends.append((time.perf_counter(), time.process_time()))
 
     def window(self, first: int) -> tuple[float, float]:
-        """(wall, CPU) seconds from the start of step `first` (0-based) to the end of the last step."""
-        (wall0, cpu0), (wall1, cpu1) = self.begins[first], self.ends[-1]
+        """(wall, CPU) seconds from the end of step `first - 1` to the end of the last step.
+
+        Ends, not begins: with overlapped rollouts our step k+1 begins (collecting) while
+        step k trains, so consecutive ends are what delimits one step's worth of work.
+        """
+        (wall0, cpu0), (wall1, cpu1) = self.ends[first - 1], self.ends[-1]
         return wall1 - wall0, cpu1 - cpu0
 
     def step_seconds(self, first: int) -> list[float]:
@@ -140,46 +138,11 @@ class StepClock:
 
 
 def build_model(directory: Path, *, hidden: int, layers: int) -> Path:
-    """A random Llama with a trained byte-level BPE tokenizer (tests/conftest.py's recipe, resized)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    """A random Llama with a trained byte-level BPE tokenizer: tests/conftest.py's recipe, resized."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import build_tiny_model
 
-    special = ["<pad>", "<s>", "</s>", "<unk>"]
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        CORPUS,
-        trainers.BpeTrainer(
-            vocab_size=384, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        ),
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    heads = max(1, hidden // 64)
-    config = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=1024,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(SEED)
-    model = LlamaForCausalLM(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    fast.save_pretrained(directory)
-    return directory
+    return build_tiny_model(directory, seed=SEED, hidden=hidden, layers=layers)
 
 
 def letter_share(text: str) -> float:
@@ -218,8 +181,14 @@ def run_ours(model_dir: Path, run_dir: Path, args: argparse.Namespace) -> Result
                 "max_tokens": args.max_tokens,
                 "temperature": 1.0,
                 "top_p": 1.0,
+                "overlap": args.overlap,
             },
-            "loss": {"algorithm": "grpo", "kl_coef": 0.0, "epochs": 1},
+            "loss": {
+                "algorithm": "grpo",
+                "kl_coef": 0.0,
+                "epochs": 1,
+                "is_cap": 2.0 if args.overlap else None,
+            },
             "optim": {"lr": LR, "micro_batch_size": batch, "max_grad_norm": 1.0},
         }
     )
@@ -425,7 +394,8 @@ def report(ours: Result, trl: Result, args: argparse.Namespace) -> None:
             f"generate() batches ({ours.steps} would be one per step): its batching window closed early"
         )
     print(f"CPU-time ratio ours/TRL = {ours.cpu_rate / max(trl.cpu_rate, 1e-9):.2f}x (tokens per CPU-second)")
-    print(f"ratio ours/TRL = {ours.rate / max(trl.rate, 1e-9):.2f}x (wall tokens/s; target >= 1.5x)")
+    mode = "ours with overlapped rollouts" if args.overlap else "both synchronous"
+    print(f"ratio ours/TRL = {ours.rate / max(trl.rate, 1e-9):.2f}x (wall tokens/s, {mode}; target >= 1.5x)")
 
 
 def main() -> None:
@@ -442,6 +412,12 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch intra-op threads for both (0 = torch's default)"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="ours with rollout.overlap (next step generated while this one trains; one step off-policy, "
+        "with truncated importance sampling); TRL has no such mode",
+    )
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         parser.error("--warmup, --steps and --rounds must be >= 1")

@@ -27,8 +27,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(directory: Path, *, chat_template: str | None = None, seed: int = 0) -> Path:
-    """A 2-layer Llama with a trained byte-level BPE tokenizer, written with save_pretrained."""
+def build_tiny_model(
+    directory: Path, *, chat_template: str | None = None, seed: int = 0, hidden: int = 64, layers: int = 2
+) -> Path:
+    """A small random Llama (2 layers, hidden 64 by default) with a trained byte-level BPE
+    tokenizer, written with save_pretrained. bench/ builds bigger ones with the same recipe."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -53,11 +56,11 @@ def build_tiny_model(directory: Path, *, chat_template: str | None = None, seed:
         fast.chat_template = chat_template
     config = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(4, hidden // 64),
+        num_key_value_heads=max(2, hidden // 128),
         max_position_embeddings=1024,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,

@@ -128,6 +128,33 @@ def test_stop_strings_cut_the_text_and_the_token_ids(engine: VLLMEngine, hf_mode
         reference.shutdown()
 
 
+def test_raw_completion_without_stop_strings_matches_transformers(engine: VLLMEngine, hf_model: Any) -> None:
+    """No stop strings: vLLM skips detokenizing and the engine decodes the ids itself."""
+    params = SamplingParams(max_tokens=12, temperature=0, logprobs=True)
+    generation = asyncio.run(engine.complete("The quick brown fox", params))
+    reference = TransformersEngine(hf_model, engine.tokenizer)
+    try:
+        expected = asyncio.run(reference.complete("The quick brown fox", params))
+    finally:
+        reference.shutdown()
+    assert generation.token_ids == expected.token_ids
+    assert generation.text == expected.text
+    assert generation.logprobs_T == pytest.approx(expected.logprobs_T, abs=1e-3)
+
+
+def test_a_prompt_longer_than_the_context_fails_alone(engine: VLLMEngine) -> None:
+    params = SamplingParams(max_tokens=4, temperature=0)
+
+    async def both() -> list[Any]:
+        too_long = engine.generate_ids([1] + [50] * 600, params)
+        fine = engine.generate_ids(engine.renderer.prompt_ids(MESSAGES), params)
+        return list(await asyncio.gather(too_long, fine, return_exceptions=True))
+
+    too_long, fine = asyncio.run(both())
+    assert isinstance(too_long, EngineError) and "vLLM refused the request" in str(too_long)
+    assert isinstance(fine, Generation) and fine.num_tokens == 4
+
+
 @pytest.mark.parametrize("top_p", [1.0, 0.9])
 def test_logprobs_are_those_of_the_distribution_sampled_from(
     engine: VLLMEngine, hf_model: Any, top_p: float

@@ -29,6 +29,7 @@ from trainer.learner import Learner
 from trainer.policy import Policy
 
 STATE_FILE = "state.json"
+ENGINE_FILE = "engine_trainable.safetensors"  # overlapped rollouts: the weights one step behind
 
 
 class CheckpointError(RuntimeError):
@@ -39,6 +40,7 @@ class CheckpointError(RuntimeError):
 class Resumed:
     step: int  # the number of optimizer steps already done
     path: Path
+    engine_weights: dict[str, torch.Tensor] | None  # with overlapped rollouts: what generates the next step
 
 
 class Checkpoints:
@@ -46,7 +48,15 @@ class Checkpoints:
         self.root = Path(run_dir) / "checkpoints"
         self.keep = keep
 
-    def save(self, step: int, policy: Policy, learner: Learner, config: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        policy: Policy,
+        learner: Learner,
+        config: dict[str, Any],
+        *,
+        engine_weights: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step_{step:06d}"
         tmp = self.root / f".step_{step:06d}.partial"
@@ -54,6 +64,8 @@ class Checkpoints:
         tmp.mkdir()
         trainable = {name: p.detach().cpu().contiguous() for name, p in policy.trainable_parameters.items()}
         save_file(trainable, tmp / "trainable.safetensors")
+        if engine_weights is not None:
+            save_file({k: v.contiguous() for k, v in engine_weights.items()}, tmp / ENGINE_FILE)
         policy.model.save_pretrained(tmp / "model", safe_serialization=True)
         policy.tokenizer.save_pretrained(tmp / "model")
         torch.save(
@@ -112,7 +124,9 @@ class Checkpoints:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        return Resumed(step=int(state["step"]), path=path)
+        engine_file = path / ENGINE_FILE
+        engine_weights = load_file(engine_file, device=str(policy.device)) if engine_file.is_file() else None
+        return Resumed(step=int(state["step"]), path=path, engine_weights=engine_weights)
 
     def _prune(self) -> None:
         done = sorted(p for p in self.root.glob("step_*") if p.is_dir())

@@ -85,6 +85,11 @@ class RolloutSection(_Section):
     )
     max_refill_rounds: int = Field(4, ge=0, description="'refill': extra sampling rounds per step at most")
     group_reward_weight: float = Field(1.0, description="weight of the env's group reward, if it has one")
+    overlap: bool = Field(
+        False,
+        description="generate the next step's rollouts while this step trains (one step off-policy; "
+        "set loss.is_cap to correct for it); the transformers engine then keeps its own copy of the model",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from typing import Any
 from rewards.types import Message
 from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
+from trainer.engines.stops import cut_at_stop
 
 _STOP = object()
 
@@ -224,10 +225,10 @@ class TransformersEngine(Engine):
             processors.append(_RowSampler(seeds, device))
         config = GenerationConfig(
             max_new_tokens=params.max_tokens,
-            do_sample=sample,
+            do_sample=False,  # sampling happens in _RowSampler; argmax then takes its token
             temperature=None,
             top_p=None,
-            top_k=0 if sample else None,  # 0 = off; None would become transformers' default of 50
+            top_k=None,
             pad_token_id=pad_id,
             eos_token_id=self.eos_token_ids,
             bos_token_id=self.tokenizer.bos_token_id,
@@ -246,11 +247,8 @@ class TransformersEngine(Engine):
         results = []
         for b, (prompt, row) in enumerate(zip(prompts, completions_BT.tolist(), strict=True)):
             ids, ended = _cut_at_eos(row, self.eos_token_ids)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            hit = [text.index(s) for s in params.stop if s in text]
-            if hit:
-                text, ended = text[: min(hit)], True
-                ids = self._ids_before(ids, text)
+            text, ids, stopped = cut_at_stop(self.tokenizer, ids, params.stop)
+            ended = ended or stopped
             logprobs = tuple(logprobs_BT[b][: len(ids)]) if logprobs_BT else ()
             results.append(
                 Generation(
@@ -264,25 +262,14 @@ class TransformersEngine(Engine):
             )
         return results
 
-    def _ids_before(self, ids: list[int], text: str) -> list[int]:
-        """The longest prefix of `ids` that decodes within `text` (the reply cut at a stop string).
-
-        The stop string's own tokens are dropped, so a training sequence continues with the
-        format's next turn instead of a half-written one.
-        """
-        keep = len(ids)
-        while keep > 0 and len(self.tokenizer.decode(ids[:keep], skip_special_tokens=True)) > len(text):
-            keep -= 1
-        return ids[:keep]
-
 
 class _RowSampler:
     """Draws each row's next token with that row's own generator, then leaves only that token.
 
     A seeded request then samples the same tokens whichever batch it lands in (transformers
-    would draw every row from one global generator). Gumbel-max over the final scores is an
-    exact sample of softmax(scores); rows without a seed draw from a generator seeded by the
-    global torch RNG.
+    would draw every row from one global generator). Inverse-CDF sampling is exact and needs
+    one uniform number per row and step; rows without a seed use a generator seeded from the
+    global torch RNG. Generation then runs in greedy mode, whose argmax picks this token.
     """
 
     def __init__(self, seeds: list[int | None], device: Any) -> None:
@@ -290,20 +277,22 @@ class _RowSampler:
 
         self.generators = []
         for seed in seeds:
-            generator = torch.Generator(device=device)
+            generator = torch.Generator(device="cpu")
             generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,)).item()))
             self.generators.append(generator)
+        self.device = device
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        chosen = []
-        for row, generator in enumerate(self.generators):
-            uniform_V = torch.rand(scores.shape[1], generator=generator, device=scores.device)
-            gumbel_V = -torch.log(-torch.log(uniform_V.clamp_min(1e-20)))
-            chosen.append(int(torch.argmax(scores[row].float() + gumbel_V)))
+        uniform_B1 = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])[
+            :, None
+        ]
+        cdf_BV = torch.softmax(scores.double(), dim=-1).cumsum_(dim=-1)
+        uniform_B1 = uniform_B1.to(cdf_BV.device) * cdf_BV[:, -1:]  # the total is 1 up to rounding
+        chosen_B = torch.searchsorted(cdf_BV, uniform_B1, right=True).clamp_(max=scores.shape[1] - 1)
         out = torch.full_like(scores, -math.inf)
-        out[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
+        out.scatter_(1, chosen_B, 0.0)
         return out
 
 

@@ -335,7 +335,9 @@ class VLLMEngine(Engine):
             self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
             self._weights.remember(update.tensors)
         except Exception as exc:
-            error = exc if isinstance(exc, EngineError) else EngineError(f"update_weights failed: {exc}")
+            error = exc
+            if not isinstance(exc, EngineError):  # raised inside vLLM, part way through loading
+                error = EngineError(f"update_weights failed (weights may be partly replaced): {exc}")
             update.future.set_exception(error)
             return
         update.future.set_result(None)
@@ -371,6 +373,8 @@ class _WeightGroups:
 
     def complete(self, tensors: dict[str, Any]) -> list[tuple[str, Any]]:
         """The push plus the missing parts of each group it touches, grouped by layer."""
+        if not self.files:
+            raise EngineError("update_weights needs the model directory in safetensors format")
         unknown = sorted(set(tensors) - set(self.group_of))
         if unknown:
             raise EngineError(
