@@ -265,3 +265,39 @@ def test_a_closed_engine_refuses_work_and_frees_room_for_another(engine: VLLMEng
         assert again.token_ids == expected.token_ids
     finally:
         second.shutdown()
+
+
+def test_training_with_the_vllm_engine_pushes_weights_every_step(model_dir: Path, tmp_path: Path) -> None:
+    """`engine.kind = "vllm"` end to end: LoRA-merged weights go into vLLM before each step."""
+    from trainer.config import TrainConfig
+    from trainer.grpo import train
+    from trainer.metrics_log import read_metrics
+
+    config = TrainConfig.load(
+        None,
+        [
+            f"model.name={model_dir}",
+            f"run_dir={tmp_path / 'run'}",
+            "imports=[train_envs]",
+            "rollout.env=tests/LetterA-v0",
+            "rollout.group_size=4",
+            "rollout.groups_per_step=2",
+            "rollout.max_tokens=8",
+            "lora.rank=4",
+            "optim.lr=1e-2",
+            "steps=3",
+            "tensorboard=false",
+            "engine.kind=vllm",
+            "engine.vllm_dtype=float32",
+            "engine.enforce_eager=true",
+            "engine.kv_cache_gib=0.0625",
+            "engine.max_model_len=512",
+            "loss.is_cap=2.0",
+        ],
+    )
+    train(config, progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["time/weight_sync"] > 0 for r in rows)
+    # engine and trainer agree on the pushed weights: importance weights stay near 1
+    assert all(abs(r["is_weight/mean"] - 1.0) < 0.05 for r in rows), [r["is_weight/mean"] for r in rows]

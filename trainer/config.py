@@ -62,8 +62,18 @@ class EngineSection(_Section):
     )
     max_batch_size: int = Field(64, ge=1, description="transformers: most requests generated as one batch")
     gpu_memory_utilization: float | None = Field(
-        None, gt=0, le=1, description="vllm: memory share (CPU: RAM)"
+        None, gt=0, le=1, description="vllm: memory share (CPU: of all RAM, this process included)"
     )
+    vllm_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="vllm: weights' dtype ('auto' = bfloat16 for a float32 checkpoint, also on CPU)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="vllm: KV cache size (steadier than the share)"
+    )
+    enforce_eager: bool = Field(
+        False, description="vllm: skip compilation (starts in seconds, decodes slower)"
+    )
+    max_model_len: int = Field(2048, ge=16, description="vllm: longest prompt + completion")
 
 
 class RolloutSection(_Section):

@@ -304,13 +304,19 @@ def _engine(config: TrainConfig, policy: Policy, *, separate: bool) -> Engine:
     if kind == "vllm":
         from trainer.engines.vllm_engine import VLLMEngine
 
-        engine = VLLMEngine.from_pretrained(
+        settings = config.engine
+        extra: dict[str, Any] = {"enforce_eager": settings.enforce_eager}
+        if settings.kv_cache_gib is not None:
+            extra["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * 2**30)
+        return VLLMEngine.from_pretrained(
             config.model.name,
             chat_format=config.model.chat_format,
-            gpu_memory_utilization=config.engine.gpu_memory_utilization,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            max_model_len=settings.max_model_len,
+            dtype=settings.vllm_dtype,
             seed=config.seed,
+            **extra,
         )
-        return engine
     raise ValueError(f"unknown engine kind {kind!r}")
 
 
