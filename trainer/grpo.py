@@ -39,6 +39,7 @@ from trainer.checkpoint import Checkpoints
 from trainer.config import TrainConfig
 from trainer.distributed import init_distributed, wrap_for_ranks
 from trainer.engines.base import Engine, SamplingParams
+from trainer.engines.transformers_engine import TransformersEngine
 from trainer.learner import Learner, TrainSequence
 from trainer.metrics_log import MetricsLogger
 from trainer.policy import Policy, load_policy
@@ -139,6 +140,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             step_start = time.monotonic()
             if pending is None:
                 pending = start_rollouts(step)
+            if not overlap and isinstance(engine, TransformersEngine):
+                engine.drive(pending)  # generate on this (the main) thread while rollouts run
             rollouts = pending.result()
             wait_seconds = time.monotonic() - step_start
             pending = start_rollouts(step + 1) if overlap and step + 1 < config.steps else None
@@ -292,11 +295,10 @@ def _engine(config: TrainConfig, policy: Policy, *, separate: bool) -> Engine:
     """The rollout engine; `separate` gives the transformers engine its own copy of the model."""
     kind = config.engine.kind
     if kind == "transformers":
-        from trainer.engines.transformers_engine import TransformersEngine
-
         return TransformersEngine(
             copy.deepcopy(policy.model).eval() if separate else policy.model,
             policy.tokenizer,
+            threaded=separate,  # sequential steps: the main thread generates (see `drive`)
             chat_format=config.model.chat_format,
             max_batch_size=config.engine.max_batch_size,
             name=Path(config.model.name).name,

@@ -85,10 +85,11 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, keep_referenc
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     if model_cfg.gradient_checkpointing:
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        )
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5.x on
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
         model.config.use_cache = False  # generation turns the cache back on per call
     reference = None
     if lora_cfg.enabled:
