@@ -18,10 +18,8 @@ import contextlib
 import copy
 import logging
 import math
-import statistics
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -44,7 +42,8 @@ from trainer.learner import Learner, TrainSequence
 from trainer.metrics_log import MetricsLogger
 from trainer.policy import Policy, load_policy
 from trainer.rollouts import RolloutCollector, RolloutGroup, StepRollouts
-from trainer.samples import SampleGroup, SampleMember, write_samples
+from trainer.samples import write_samples
+from trainer.step_report import Progress, rollout_metrics, sample_groups
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
 
     rewards_seen: list[float] = []
     failed_steps = 0
-    bar = _Progress(config.steps, start_step, enabled=progress and rank == 0)
+    bar = Progress(config.steps, start_step, enabled=progress and rank == 0)
     # With overlap, step s+1's rollouts are generated (by the weights before step s's update)
     # while step s trains: one step off-policy, which `loss.is_cap` corrects for.
     pending = start_rollouts(start_step, engine_weights) if overlap and start_step < config.steps else None
@@ -159,7 +158,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             train_start = time.monotonic()
             learner_metrics = learner.train_step(sequences)
             train_seconds = time.monotonic() - train_start
-            metrics = _rollout_metrics(rollouts, config, world_size)
+            metrics = rollout_metrics(rollouts, config, world_size)
             metrics.update(learner_metrics)
             metrics.update(
                 {
@@ -177,7 +176,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             if not math.isnan(metrics["reward/mean"]):
                 rewards_seen.append(metrics["reward/mean"])
             if rank == 0 and (done % config.samples_every == 0 or done == 1):
-                write_samples(run_dir, done, _sample_groups(rollouts.groups, advantages))
+                write_samples(run_dir, done, sample_groups(rollouts.groups, advantages))
             if checkpoint_due:
                 checkpoints.save(done, policy, learner, config_record, engine_weights=next_engine_weights)
             if world_size > 1:
@@ -364,91 +363,6 @@ def _all_failed(rollouts: StepRollouts, world_size: int) -> bool:
     return bool(flags[0].item())
 
 
-def _rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int) -> dict[str, float]:
-    """Reward and length statistics over every rank's groups."""
-    rows = [
-        (g.member, r, t.episode.num_tokens, dict(t.episode.components))
-        for g in rollouts.groups
-        for r, t in zip(g.rewards_G, g.trajectories, strict=True)
-    ]
-    counts = [
-        len(rollouts.groups),
-        len(rollouts.failed),
-        rollouts.zero_std,
-        rollouts.dropped_zero_std,
-        rollouts.sampled,
-        sum(t.num_sampled for g in rollouts.groups for t in g.trajectories),
-    ]
-    if world_size > 1:
-        gathered: list[Any] = [None] * world_size
-        dist.all_gather_object(gathered, (rows, counts))
-        rows = [row for part, _ in gathered for row in part]
-        counts = [sum(c) for c in zip(*(c for _, c in gathered), strict=True)]
-    trained, failed, zero_std, dropped, sampled, sampled_tokens = counts
-    rewards = [r for _, r, _, _ in rows]
-    metrics: dict[str, float] = {
-        "reward/mean": statistics.fmean(rewards) if rewards else math.nan,
-        "reward/std": statistics.pstdev(rewards) if len(rewards) > 1 else math.nan,
-        "frac_zero_std": zero_std / max(sampled - failed, 1),
-        "episodes/skipped_groups": float(failed),
-        "episodes/errors": float(failed),
-        "groups/trained": float(trained),
-        "groups/dropped_zero_std": float(dropped),
-        "length/completion_mean": statistics.fmean(n for _, _, n, _ in rows) if rows else math.nan,
-        "length/completion_max": float(max((n for _, _, n, _ in rows), default=0)),
-        "_tokens": float(sampled_tokens),
-    }
-    by_member: dict[str, list[float]] = defaultdict(list)
-    by_component: dict[str, list[float]] = defaultdict(list)
-    for member, reward, _, components in rows:
-        by_member[member].append(reward)
-        for name, value in components.items():
-            if not math.isnan(value):
-                by_component[name].append(value)
-    for member, values in by_member.items():
-        metrics[f"reward/{member}/mean"] = statistics.fmean(values)
-    for name, values in by_component.items():
-        metrics[f"component/{name}/mean"] = statistics.fmean(values)
-    if rollouts.failed:
-        logger.warning(
-            "step skipped %d failed group(s); first error: %s",
-            len(rollouts.failed),
-            rollouts.failed[0].first_error,
-        )
-    return metrics
-
-
-def _sample_groups(groups: list[RolloutGroup], advantages: list[list[float]]) -> list[SampleGroup]:
-    shown = []
-    for group, group_advantages_G in list(zip(groups, advantages, strict=True))[:4]:
-        members = tuple(
-            SampleMember(
-                reward=reward,
-                advantage=advantage,
-                messages=tuple(t.episode.messages),
-                components=dict(t.episode.components),
-                error=t.episode.error,
-                finish_reasons=t.episode.finish_reasons,
-                num_tokens=t.episode.num_tokens,
-            )
-            for t, reward, advantage in zip(
-                group.trajectories, group.rewards_G, group_advantages_G, strict=True
-            )
-        )
-        reference = None if group.task.answer is None else str(group.task.answer)
-        opening = group.trajectories[0].episode.prompt_messages
-        shown.append(
-            SampleGroup(
-                env=group.member,
-                task_id=group.task.id,
-                reference=reference,
-                members=members,
-                prompt_messages=opening,
-            )
-        )
-    return shown
-
-
 def _plot(run_dir: Path) -> None:
     try:
         from trainer.plot import plot_run
@@ -456,36 +370,3 @@ def _plot(run_dir: Path) -> None:
         plot_run(run_dir)
     except Exception as exc:  # a plot is a convenience; the run's data is already on disk
         logger.warning("could not write plots: %s (run `rewardgym plot %s` to retry)", exc, run_dir)
-
-
-class _Progress:
-    """A rich progress bar with the latest reward (silent when disabled)."""
-
-    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
-        self.progress = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=total, completed=done, status="")
-
-    def update(self, done: int, metrics: dict[str, float]) -> None:
-        if self.progress is None:
-            return
-        status = (
-            f"reward {metrics['reward/mean']:.3f}  loss {metrics['loss']:.4f}  "
-            f"len {metrics['length/completion_mean']:.0f}  {metrics['time/step']:.1f}s/step"
-        )
-        self.progress.update(self.task, completed=done, status=status)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

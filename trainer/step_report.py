@@ -1,0 +1,138 @@
+"""What a training step reports: its metrics row, readable rollout samples, a progress bar.
+
+Kept apart from the loop in `grpo.py` so the loop reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+import torch.distributed as dist
+
+from trainer.config import TrainConfig
+from trainer.rollouts import RolloutGroup, StepRollouts
+from trainer.samples import SampleGroup, SampleMember
+
+logger = logging.getLogger(__name__)
+
+
+def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int) -> dict[str, float]:
+    """Reward and length statistics over every rank's groups."""
+    rows = [
+        (g.member, r, t.episode.num_tokens, dict(t.episode.components))
+        for g in rollouts.groups
+        for r, t in zip(g.rewards_G, g.trajectories, strict=True)
+    ]
+    counts = [
+        len(rollouts.groups),
+        len(rollouts.failed),
+        rollouts.zero_std,
+        rollouts.dropped_zero_std,
+        rollouts.sampled,
+        sum(t.num_sampled for g in rollouts.groups for t in g.trajectories),
+    ]
+    if world_size > 1:
+        gathered: list[Any] = [None] * world_size
+        dist.all_gather_object(gathered, (rows, counts))
+        rows = [row for part, _ in gathered for row in part]
+        counts = [sum(c) for c in zip(*(c for _, c in gathered), strict=True)]
+    trained, failed, zero_std, dropped, sampled, sampled_tokens = counts
+    rewards = [r for _, r, _, _ in rows]
+    metrics: dict[str, float] = {
+        "reward/mean": statistics.fmean(rewards) if rewards else math.nan,
+        "reward/std": statistics.pstdev(rewards) if len(rewards) > 1 else math.nan,
+        "frac_zero_std": zero_std / max(sampled - failed, 1),
+        "episodes/skipped_groups": float(failed),
+        "episodes/errors": float(failed),
+        "groups/trained": float(trained),
+        "groups/dropped_zero_std": float(dropped),
+        "length/completion_mean": statistics.fmean(n for _, _, n, _ in rows) if rows else math.nan,
+        "length/completion_max": float(max((n for _, _, n, _ in rows), default=0)),
+        "_tokens": float(sampled_tokens),
+    }
+    by_member: dict[str, list[float]] = defaultdict(list)
+    by_component: dict[str, list[float]] = defaultdict(list)
+    for member, reward, _, components in rows:
+        by_member[member].append(reward)
+        for name, value in components.items():
+            if not math.isnan(value):
+                by_component[name].append(value)
+    for member, values in by_member.items():
+        metrics[f"reward/{member}/mean"] = statistics.fmean(values)
+    for name, values in by_component.items():
+        metrics[f"component/{name}/mean"] = statistics.fmean(values)
+    if rollouts.failed:
+        logger.warning(
+            "step skipped %d failed group(s); first error: %s",
+            len(rollouts.failed),
+            rollouts.failed[0].first_error,
+        )
+    return metrics
+
+
+def sample_groups(groups: list[RolloutGroup], advantages: list[list[float]]) -> list[SampleGroup]:
+    shown = []
+    for group, group_advantages_G in list(zip(groups, advantages, strict=True))[:4]:
+        members = tuple(
+            SampleMember(
+                reward=reward,
+                advantage=advantage,
+                messages=tuple(t.episode.messages),
+                components=dict(t.episode.components),
+                error=t.episode.error,
+                finish_reasons=t.episode.finish_reasons,
+                num_tokens=t.episode.num_tokens,
+            )
+            for t, reward, advantage in zip(
+                group.trajectories, group.rewards_G, group_advantages_G, strict=True
+            )
+        )
+        reference = None if group.task.answer is None else str(group.task.answer)
+        opening = group.trajectories[0].episode.prompt_messages
+        shown.append(
+            SampleGroup(
+                env=group.member,
+                task_id=group.task.id,
+                reference=reference,
+                members=members,
+                prompt_messages=opening,
+            )
+        )
+    return shown
+
+
+class Progress:
+    """A rich progress bar with the latest reward (silent when disabled)."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, completed=done, status="")
+
+    def update(self, done: int, metrics: dict[str, float]) -> None:
+        if self.progress is None:
+            return
+        status = (
+            f"reward {metrics['reward/mean']:.3f}  loss {metrics['loss']:.4f}  "
+            f"len {metrics['length/completion_mean']:.0f}  {metrics['time/step']:.1f}s/step"
+        )
+        self.progress.update(self.task, completed=done, status=status)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
