@@ -367,3 +367,18 @@ def test_overlapped_rollouts_learn_and_resume_exactly(tiny_model_dir: Path, tmp_
     assert [x for r in resumed for x in (r["reward/mean"], r["loss"])] == pytest.approx(
         [x for pair in expected for x in pair], rel=1e-5, abs=1e-7
     )
+
+
+def test_a_failing_group_reward_skips_the_group_and_keeps_its_message(tiny_model_dir: Path) -> None:
+    engine = TransformersEngine.from_pretrained(tiny_model_dir, device="cpu")
+    suite = Suite("broken", (SuiteMember("tests/LetterA-v0", kwargs={"mode": "broken_group"}),))
+    collector = RolloutCollector(
+        suite, engine, SamplingParams(max_tokens=4, temperature=1.0), group_size=2, groups_per_step=2, seed=0
+    )
+    try:
+        rollouts = asyncio.run(collector.collect(step=0))
+    finally:
+        collector.close()
+        engine.shutdown()
+    assert not rollouts.groups and len(rollouts.failed) == 2
+    assert "the judge is down" in (rollouts.failed[0].first_error or "")

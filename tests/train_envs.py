@@ -6,14 +6,17 @@ Its `mode` makes the faults the trainer must survive, for real:
 - "broken_env": the environment raises in the middle of odd tasks' episodes;
 - "remote": the reward is a `RemoteReward` at `reward_url` (a server that may be down);
 - "constant_odd": odd tasks score 1.0 for every reply (zero-variance groups);
-- "retry": two turns, with feedback after the first reply (multi-turn token sequences).
+- "retry": two turns, with feedback after the first reply (multi-turn token sequences);
+- "broken_group": a group reward that raises for every group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envs import Episode, GeneratedTasks, MultiTurnEnv, Reaction, Task, register_env
 from rewards import RemoteReward, Sample, Score
-from rewards.base import Reward
+from rewards.base import GroupReward, Reward
 
 
 class LetterShare(Reward):
@@ -30,6 +33,13 @@ class LetterShare(Reward):
         self.constant_odd = constant_odd
 
 
+class BrokenGroupReward(GroupReward):
+    name = "broken_group"
+
+    async def compute_group(self, samples: Sequence[Sample]) -> list[Score]:
+        raise RuntimeError("the judge is down")
+
+
 def _index(task_id: str) -> int:
     return int(task_id.rsplit("-", 1)[1])
 
@@ -43,7 +53,13 @@ class LetterEnv(MultiTurnEnv):
         reward: Reward = LetterShare(constant_odd=mode == "constant_odd")
         if mode == "remote":
             reward = RemoteReward("letter_a", reward_url)
-        super().__init__(GeneratedTasks(_task, size=16, name="say"), reward, render_mode=render_mode)
+        group_reward = BrokenGroupReward() if mode == "broken_group" else None
+        super().__init__(
+            GeneratedTasks(_task, size=16, name="say"),
+            reward,
+            group_reward=group_reward,
+            render_mode=render_mode,
+        )
         self.mode = mode
 
     async def react(self, episode: Episode) -> Reaction:

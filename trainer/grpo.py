@@ -357,10 +357,11 @@ def _shaped_rewards(group: RolloutGroup, config: TrainConfig) -> list[float]:
 
 
 def _all_failed(rollouts: StepRollouts, world_size: int) -> bool:
-    flags = torch.tensor([float(bool(rollouts.failed) and not rollouts.groups), float(rollouts.sampled > 0)])
+    """Every group of the step failed, on every rank."""
+    flag = torch.tensor([float(bool(rollouts.failed) and not rollouts.groups)])
     if world_size > 1:
-        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
-    return bool(flags[0].item())
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _plot(run_dir: Path) -> None:

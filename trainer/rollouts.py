@@ -49,6 +49,7 @@ class RolloutGroup:
     trajectories: tuple[Trajectory, ...]
     rewards_G: tuple[float, ...]  # episode reward plus the group reward, NaN where it failed
     slot: int  # position in the step, for reproducible ordering
+    group_error: str | None = None  # why the group reward failed, if it did
 
     @property
     def failed(self) -> bool:
@@ -61,6 +62,8 @@ class RolloutGroup:
             episode = trajectory.episode
             if episode.error or episode.reward_error:
                 return episode.error or f"reward: {episode.reward_error}"
+        if self.group_error:
+            return f"group reward: {self.group_error}"
         return None if not self.failed else f"non-finite rewards {list(self.rewards_G)}"
 
 
@@ -167,7 +170,7 @@ class RolloutCollector:
                         for i, (env, log) in enumerate(zip(group.envs, logs, strict=True))
                     )
                 )
-                rewards = await self._group_rewards(group, episodes)
+                rewards, group_error = await self._group_rewards(group, episodes)
             finally:
                 self._idle[member.name].append(group)
         trajectories = tuple(
@@ -182,17 +185,27 @@ class RolloutCollector:
             for episode, log in zip(episodes, logs, strict=True)
         )
         return RolloutGroup(
-            member=member.name, task=task, trajectories=trajectories, rewards_G=rewards, slot=slot
+            member=member.name,
+            task=task,
+            trajectories=trajectories,
+            rewards_G=rewards,
+            slot=slot,
+            group_error=group_error,
         )
 
-    async def _group_rewards(self, group: EnvGroup, episodes: Sequence[EpisodeResult]) -> tuple[float, ...]:
+    async def _group_rewards(
+        self, group: EnvGroup, episodes: Sequence[EpisodeResult]
+    ) -> tuple[tuple[float, ...], str | None]:
+        """Rewards with the group reward added, and the group reward's error if it failed."""
         rewards = tuple(e.reward for e in episodes)
         if group.group_reward is None or any(math.isnan(r) for r in rewards):
-            return rewards
+            return rewards, None
         try:
-            return (await group.finish()).rewards_G
-        except Exception:
-            return tuple(math.nan for _ in rewards)
+            result = await group.finish()
+        except Exception as exc:  # the group is skipped and counted; the message is kept
+            return tuple(math.nan for _ in rewards), f"{type(exc).__name__}: {exc}"
+        errors = [s.error for s in result.group_scores_G or () if s.error]
+        return result.rewards_G, errors[0] if errors else None
 
     def _acquire(self, member: SuiteMember) -> EnvGroup:
         idle = self._idle[member.name]
