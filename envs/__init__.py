@@ -49,6 +49,8 @@ from envs.tasks import (
     load_jsonl,
     resolve_tasks,
 )
+from envs.tool_env import ToolEnv, ToolUse, answer_reward
+from envs.tool_tasks import resolve_tool_tasks, tool_math_tasks
 from rewards.types import Message
 
 register_builtin_envs()
@@ -79,7 +81,10 @@ __all__ = [
     "TaskFileError",
     "TaskList",
     "TaskSource",
+    "ToolEnv",
+    "ToolUse",
     "UnknownEnvError",
+    "answer_reward",
     "approximate_token_count",
     "bundled_tasks",
     "code_task",
@@ -98,5 +103,7 @@ __all__ = [
     "register_suite",
     "resolve_code_tasks",
     "resolve_tasks",
+    "resolve_tool_tasks",
     "suite_names",
+    "tool_math_tasks",
 ]

@@ -15,6 +15,11 @@ used up) and is *truncated* when a budget runs out (`max_turns`, `max_tokens`). 
 always has `task_id`, `turn`, `num_tokens` and `metrics`; once a score exists it also has
 `reward_components`, `reward_error`, `passed` and `reward_info`.
 
+Two attributes tell a policy how to talk to the environment: `reply_stops` (strings after
+which a reply should end, kept in it: a tool call's closing tag) and `policy_tools` (tool
+schemas to hand the policy natively, as the OpenAI `tools` field or a chat template's
+tools; None when the prompt itself describes the tools).
+
 `areset`/`astep` are the real implementations (rewards wait on worker processes, HTTP
 judges, sandboxes); `reset`/`step` run them on a private event loop for plain scripts.
 
@@ -79,6 +84,7 @@ class Reaction:
     messages: tuple[Message, ...] = ()  # what it says next (feedback, tool results)
     done: bool = False  # the episode is over by the environment's own rules
     score: Score | None = None  # this turn's score, if the environment computed one
+    truncated: bool = False  # with done: it ended because a budget of the environment's ran out
 
 
 class EpisodeNotRunning(RuntimeError):
@@ -93,6 +99,8 @@ class MultiTurnEnv(gymnasium.Env[list[Message], Action]):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 1}
+    reply_stops: tuple[str, ...] = ()
+    policy_tools: list[dict[str, Any]] | None = None
 
     def __init__(
         self,
@@ -182,8 +190,8 @@ class MultiTurnEnv(gymnasium.Env[list[Message], Action]):
         reaction = await self.react(episode)
         if reaction.score is not None:
             self._record(episode, reaction.score)
-        terminated = reaction.done
-        truncated = not terminated and self._out_of_budget(episode)
+        terminated = reaction.done and not reaction.truncated
+        truncated = reaction.truncated or (not terminated and self._out_of_budget(episode))
         reward = 0.0
         if terminated or truncated:
             episode.done = True

@@ -136,6 +136,20 @@ def register_builtin_envs() -> None:
         "scored by its check() in the sandbox.",
     )
     register_env(
+        f"{NAMESPACE}/ToolMath-v0",
+        "envs.tool_env:ToolEnv",
+        {"tasks": "tool_math", "tools": ["python", "calculator"]},
+        description="Procedural math that rewards computing (primes, big products, modular powers) "
+        "with a sandboxed python tool and a calculator; math-verify on the final answer.",
+    )
+    register_env(
+        f"{NAMESPACE}/RetrievalQA-v0",
+        "envs.tool_env:ToolEnv",
+        {"tasks": "retrieval_qa", "tools": ["search"], "answer": "exact"},
+        description="Questions about a bundled fictional archipelago, answerable only by BM25 search "
+        "over its 60 documents (needs the tools extra); normalised exact match.",
+    )
+    register_env(
         f"{NAMESPACE}/ReasoningGym-v0",
         "envs.reasoning_gym_env:ReasoningGymEnv",
         description="Any reasoning-gym generator (dataset=...), scored by reasoning-gym's own verifier.",

@@ -249,7 +249,9 @@ def bundled_tasks(name: str) -> TaskList:
     data = resources.files("envs") / "data" / f"{name}.jsonl"
     if not data.is_file():
         available = sorted(
-            p.name.removesuffix(".jsonl") for p in (resources.files("envs") / "data").iterdir()
+            p.name.removesuffix(".jsonl")
+            for p in (resources.files("envs") / "data").iterdir()
+            if p.name.endswith(".jsonl")
         )
         raise TaskFileError(f"no bundled task set {name!r}; available: {', '.join(available)}")
     with resources.as_file(data) as path:

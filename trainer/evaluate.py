@@ -15,7 +15,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class EnvSummary:
     mean_tokens: float
     truncated_rate: float
     components: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)  # means of the environment's own metrics
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ def summarise(name: str, weight: float, results: Sequence[EpisodeResult]) -> Env
     for r in scored:
         for key, value in r.components.items():
             component_values[key].append(value)
+    metric_values: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        for key, value in r.metrics.items():
+            metric_values[key].append(float(value))
     return EnvSummary(
         name=name,
         weight=weight,
@@ -113,6 +118,7 @@ def summarise(name: str, weight: float, results: Sequence[EpisodeResult]) -> Env
         mean_tokens=mean_or_nan([float(r.num_tokens) for r in results]),
         truncated_rate=mean_or_nan([float(r.truncated) for r in results]),
         components={k: mean_or_nan(v) for k, v in sorted(component_values.items())},
+        metrics={k: mean_or_nan(v) for k, v in sorted(metric_values.items())},
     )
 
 
@@ -215,14 +221,18 @@ async def evaluate(
     return report
 
 
+TABLE_METRICS = ("tool_calls", "tool_errors")  # environment metrics worth a column when present
+
+
 def report_table(report: EvalReport) -> Table:
     """The summary as a rich table: one row per environment, one column per reward component."""
     fmt = lambda x: "-" if math.isnan(x) else f"{x:.3f}"  # noqa: E731
     components = sorted({c for s in report.summaries for c in s.components})
+    tool_columns = [m for m in TABLE_METRICS if any(m in s.metrics for s in report.summaries)]
     table = Table(title=f"evaluation ({report.seconds:.0f} s)")
     table.add_column("env", no_wrap=True)
-    for column in ("n", "reward", "pass", "errors", "turns", "tokens", "trunc", *components):
-        table.add_column(column, justify="right")
+    for column in ("n", "reward", "pass", "errors", "turns", "tokens", "trunc", *tool_columns, *components):
+        table.add_column(column.replace("_", " "), justify="right")
     for s in report.summaries:
         table.add_row(
             s.name,
@@ -233,9 +243,11 @@ def report_table(report: EvalReport) -> Table:
             fmt(s.mean_turns),
             "-" if math.isnan(s.mean_tokens) else f"{s.mean_tokens:.1f}",
             fmt(s.truncated_rate),
+            *(fmt(s.metrics.get(m, math.nan)) for m in tool_columns),
             *(fmt(s.components.get(c, math.nan)) for c in components),
         )
     if len(report.summaries) > 1:
-        table.add_row("weighted mean", "", fmt(report.weighted_mean_reward), *[""] * (6 + len(components)))
+        blanks = [""] * (6 + len(tool_columns) + len(components))
+        table.add_row("weighted mean", "", fmt(report.weighted_mean_reward), *blanks)
     table.caption = "reward and components: means over scored episodes; errors: reward + episode failures"
     return table

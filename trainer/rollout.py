@@ -19,7 +19,7 @@ from typing import Any
 from envs.core import MultiTurnEnv
 from envs.tasks import Task
 from rewards.types import Message
-from trainer.engines.base import Engine, Generation, SamplingParams
+from trainer.engines.base import Engine, Generation, SamplingParams, ToolSchemas
 from trainer.engines.chat_format import ChatRenderer
 
 
@@ -45,6 +45,7 @@ class EpisodeResult:
     generations: tuple[Generation, ...] = field(default=(), repr=False)
     env_seconds: float = 0.0  # inside the environment (its reward included)
     prompt_messages: int = 0  # how many of `messages` the environment opened with
+    metrics: Mapping[str, float] = field(default_factory=dict)  # the environment's own (tool calls, ...)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready record for per-sample output (generations' token ids left out)."""
@@ -63,6 +64,7 @@ class EpisodeResult:
             "truncated": self.truncated,
             "finish_reasons": list(self.finish_reasons),
             "seconds": round(self.seconds, 3),
+            "metrics": dict(self.metrics),
             "messages": list(self.messages),
         }
 
@@ -72,19 +74,23 @@ class TokenLog:
 
     Prompt and environment tokens (feedback, tool results) have loss mask 0; each sampled
     reply has mask 1 and its sampling logprobs. `env_spans` mark where the environment's
-    tokens were inserted (the ARPO trainer branches right after them).
+    tokens were inserted, as `[begin, end)` token positions; `tool_spans` are those that
+    carry tool results. Each span runs through the opening of the next assistant turn, so
+    `end` is where the model resumes (the ARPO trainer branches there).
     """
 
-    def __init__(self, renderer: ChatRenderer) -> None:
+    def __init__(self, renderer: ChatRenderer, tools: ToolSchemas | None = None) -> None:
         self.renderer = renderer
+        self.tools = tools  # schemas the chat template renders into the prompt
         self.token_ids: list[int] = []
         self.loss_mask: list[bool] = []
         self.sampler_logprobs: list[float] = []
         self.env_spans: list[tuple[int, int]] = []
+        self.tool_spans: list[tuple[int, int]] = []
         self.prompt_length = 0
 
     def start(self, messages: list[Message]) -> None:
-        self._extend(self.renderer.prompt_ids(messages), sampled=False)
+        self._extend(self.renderer.prompt_ids(messages, tools=self.tools), sampled=False)
         self.prompt_length = len(self.token_ids)
 
     def add_reply(self, generation: Generation) -> None:
@@ -94,8 +100,11 @@ class TokenLog:
 
     def add_environment(self, history: list[Message], new: list[Message], reply: Generation) -> None:
         begin = len(self.token_ids)
-        self._extend(self.renderer.continuation_ids(history, new, reply.token_ids), sampled=False)
+        ids = self.renderer.continuation_ids(history, new, reply.token_ids, tools=self.tools)
+        self._extend(ids, sampled=False)
         self.env_spans.append((begin, len(self.token_ids)))
+        if any(message["role"] == "tool" for message in new):
+            self.tool_spans.append((begin, len(self.token_ids)))
 
     def _extend(self, ids: list[int], *, sampled: bool, logprobs: tuple[float, ...] = ()) -> None:
         self.token_ids.extend(ids)
@@ -117,7 +126,11 @@ async def play_episode(
     """Run `task` in `env` with replies from `engine` until the episode ends or fails.
 
     With `tokens`, every turn continues the token sequence it records (see `TokenLog`).
+    The environment's `reply_stops` end each reply after a tool call's closing tag, and its
+    `policy_tools` go to the engine as native tool schemas.
     """
+    if env.reply_stops:
+        params = replace(params, stop_after=tuple(dict.fromkeys(params.stop_after + env.reply_stops)))
     start = time.monotonic()
     generations: list[Generation] = []
     total = env_seconds = 0.0
@@ -142,7 +155,7 @@ async def play_episode(
             turn_params = replace(turn_params, seed=turn_params.seed + 7919 * len(generations))
         try:
             if tokens is None:
-                generation = await engine.generate(messages, turn_params)
+                generation = await engine.generate(messages, turn_params, tools=env.policy_tools)
             else:
                 generation = await engine.generate_ids(tokens.token_ids, turn_params)
                 tokens.add_reply(generation)
@@ -154,7 +167,7 @@ async def play_episode(
         step_start = time.monotonic()
         try:
             messages, reward, terminated, truncated, info = await env.astep(
-                generation.text.strip(), num_tokens=generation.num_tokens
+                _action(generation), num_tokens=generation.num_tokens
             )
             if tokens is not None and not (terminated or truncated):
                 history = messages[: history_length + 1]
@@ -184,4 +197,17 @@ async def play_episode(
         generations=tuple(generations),
         env_seconds=env_seconds,
         prompt_messages=prompt_messages,
+        metrics=dict(info.get("metrics", {})),
     )
+
+
+def _action(generation: Generation) -> str | Message:
+    """The reply as the environment takes it: text, or a message when a server parsed tool calls."""
+    text = generation.text.strip()
+    if not generation.tool_calls:
+        return text
+    return {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": [dict(c) for c in generation.tool_calls],
+    }

@@ -36,6 +36,7 @@ class Trajectory:
     sampler_logprobs: tuple[float, ...]
     prompt_length: int
     env_spans: tuple[tuple[int, int], ...]  # environment/tool tokens inserted between replies
+    tool_spans: tuple[tuple[int, int], ...] = ()  # those of env_spans that carry tool results
 
     @property
     def num_sampled(self) -> int:
@@ -154,7 +155,7 @@ class RolloutCollector:
             try:
                 task = group.envs[0].tasks[int(rng.integers(len(group.envs[0].tasks)))]
                 base_seed = int(rng.integers(2**31))
-                logs = [TokenLog(self.engine.renderer) for _ in group.envs]  # type: ignore[arg-type]
+                logs = [TokenLog(self.engine.renderer, env.policy_tools) for env in group.envs]  # type: ignore[arg-type]
                 episodes = await asyncio.gather(
                     *(
                         play_episode(
@@ -181,6 +182,7 @@ class RolloutCollector:
                 sampler_logprobs=tuple(log.sampler_logprobs),
                 prompt_length=log.prompt_length,
                 env_spans=tuple(log.env_spans),
+                tool_spans=tuple(log.tool_spans),
             )
             for episode, log in zip(episodes, logs, strict=True)
         )

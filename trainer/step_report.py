@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int) -> dict[str, float]:
     """Reward and length statistics over every rank's groups."""
     rows = [
-        (g.member, r, t.episode.num_tokens, dict(t.episode.components))
+        (g.member, r, t.episode.num_tokens, dict(t.episode.components), dict(t.episode.metrics))
         for g in rollouts.groups
         for r, t in zip(g.rewards_G, g.trajectories, strict=True)
     ]
@@ -41,7 +41,7 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
         rows = [row for part, _ in gathered for row in part]
         counts = [sum(c) for c in zip(*(c for _, c in gathered), strict=True)]
     trained, failed, zero_std, dropped, sampled, sampled_tokens = counts
-    rewards = [r for _, r, _, _ in rows]
+    rewards = [r for _, r, _, _, _ in rows]
     metrics: dict[str, float] = {
         "reward/mean": statistics.fmean(rewards) if rewards else math.nan,
         "reward/std": statistics.pstdev(rewards) if len(rewards) > 1 else math.nan,
@@ -50,21 +50,26 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
         "episodes/errors": float(failed),
         "groups/trained": float(trained),
         "groups/dropped_zero_std": float(dropped),
-        "length/completion_mean": statistics.fmean(n for _, _, n, _ in rows) if rows else math.nan,
-        "length/completion_max": float(max((n for _, _, n, _ in rows), default=0)),
+        "length/completion_mean": statistics.fmean(n for _, _, n, _, _ in rows) if rows else math.nan,
+        "length/completion_max": float(max((n for _, _, n, _, _ in rows), default=0)),
         "_tokens": float(sampled_tokens),
     }
     by_member: dict[str, list[float]] = defaultdict(list)
     by_component: dict[str, list[float]] = defaultdict(list)
-    for member, reward, _, components in rows:
+    by_env_metric: dict[str, list[float]] = defaultdict(list)
+    for member, reward, _, components, env_metrics in rows:
         by_member[member].append(reward)
         for name, value in components.items():
             if not math.isnan(value):
                 by_component[name].append(value)
+        for name, value in env_metrics.items():  # the environment's own: turns, tool calls, ...
+            by_env_metric[name].append(float(value))
     for member, values in by_member.items():
         metrics[f"reward/{member}/mean"] = statistics.fmean(values)
     for name, values in by_component.items():
         metrics[f"component/{name}/mean"] = statistics.fmean(values)
+    for name, values in by_env_metric.items():
+        metrics[f"env_metric/{name}/mean"] = statistics.fmean(values)
     if rollouts.failed:
         logger.warning(
             "step skipped %d failed group(s); first error: %s",

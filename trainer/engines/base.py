@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rewards.types import Message
+from trainer.engines.chat_format import ToolSchemas
 
 if TYPE_CHECKING:
     from trainer.engines.chat_format import ChatRenderer
@@ -24,6 +25,7 @@ class SamplingParams:
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()  # generation ends before any of these strings
+    stop_after: tuple[str, ...] = ()  # ... or after any of these, which stay in the reply (tool-call tags)
     seed: int | None = None
     logprobs: bool = False  # also return each completion token's sampling logprob
 
@@ -34,6 +36,11 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Every string that ends generation, whether it is kept or cut."""
+        return self.stop + self.stop_after
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class Generation:
     token_ids: tuple[int, ...] = ()
     logprobs_T: tuple[float, ...] = ()  # one per completion token, when asked for
     prompt_token_ids: tuple[int, ...] = ()
+    tool_calls: tuple[dict[str, Any], ...] = ()  # OpenAI-format calls a chat server parsed out
 
 
 class EngineError(RuntimeError):
@@ -68,8 +76,13 @@ class Engine(ABC):
     renderer: ChatRenderer | None = None
 
     @abstractmethod
-    async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
-        """One completion of the conversation, as the assistant's next reply."""
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
+    ) -> Generation:
+        """One completion of the conversation, as the assistant's next reply.
+
+        `tools` (OpenAI function schemas) are given to the model natively: in the request
+        to a chat server, or through the tokenizer's chat template."""
 
     async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
         """One completion continuing `prompt_ids` exactly (no re-tokenization), with its token ids."""

@@ -11,7 +11,7 @@ the assistant turn, add the environment's messages and open the next assistant t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from rewards.types import Message
@@ -21,6 +21,7 @@ _ROLE_NAMES = {"user": "User", "assistant": "Assistant", "tool": "Tool"}
 _MARK = "\u2063rewardgym-reply\u2063"  # a reply no model writes, to find the template's turn ending
 
 ChatFormat = Literal["auto", "template", "plain"]
+ToolSchemas = Sequence[Mapping[str, Any]]
 
 
 def render_plain(messages: Sequence[Message], *, generation_prompt: bool = True) -> str:
@@ -55,17 +56,34 @@ class ChatRenderer:
         self.stop: tuple[str, ...] = PLAIN_STOP if chat_format == "plain" else ()
         self.turn_end = self._turn_end()  # text the format puts after an assistant reply
 
-    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """The whole conversation, ending where the assistant's reply begins."""
+    def prompt_ids(self, messages: Sequence[Message], *, tools: ToolSchemas | None = None) -> list[int]:
+        """The whole conversation, ending where the assistant's reply begins.
+
+        `tools` go to the chat template; the plain format has no place for them."""
         if self.chat_format == "template":
             ids = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+                list(messages),
+                tools=_tools(tools),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
             )
             return list(ids)
+        if tools:
+            raise ValueError(
+                "tool schemas can only be given natively through a chat template (or a chat server); "
+                "for a base model without one, describe the tools in the prompt (ToolEnv prompt_style "
+                "'json' or 'tags')"
+            )
         return list(self.tokenizer(render_plain(messages)).input_ids)
 
     def continuation_ids(
-        self, history: Sequence[Message], new_messages: Sequence[Message], reply_ids: Sequence[int]
+        self,
+        history: Sequence[Message],
+        new_messages: Sequence[Message],
+        reply_ids: Sequence[int],
+        *,
+        tools: ToolSchemas | None = None,
     ) -> list[int]:
         """Ids to append after a sampled reply: its turn ending, `new_messages`, the next turn's start.
 
@@ -73,7 +91,7 @@ class ChatRenderer:
         the end-of-sequence token the template's own turn ending starts with, that part is
         not repeated.
         """
-        text = self._turn_tail(history, new_messages)
+        text = self._turn_tail(history, new_messages, tools)
         turn_end = self.turn_end
         eos_text = self._eos_text(reply_ids)
         if eos_text and turn_end.startswith(eos_text):
@@ -82,12 +100,14 @@ class ChatRenderer:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _turn_tail(self, history: Sequence[Message], new_messages: Sequence[Message]) -> str:
+    def _turn_tail(
+        self, history: Sequence[Message], new_messages: Sequence[Message], tools: ToolSchemas | None
+    ) -> str:
         """Text the format renders for `new_messages` plus the next assistant turn's opening."""
         if self.chat_format == "plain":
             return render_plain(new_messages)
-        before = self._template_text(list(history), generation_prompt=False)
-        after = self._template_text([*history, *new_messages], generation_prompt=True)
+        before = self._template_text(list(history), generation_prompt=False, tools=tools)
+        after = self._template_text([*history, *new_messages], generation_prompt=True, tools=tools)
         if not after.startswith(before):
             raise ValueError(
                 "the chat template renders earlier turns differently once later ones are added "
@@ -104,10 +124,12 @@ class ChatRenderer:
             raise ValueError("the chat template does not render assistant replies verbatim")
         return text[text.index(_MARK) + len(_MARK) :]
 
-    def _template_text(self, messages: list[Message], *, generation_prompt: bool) -> str:
+    def _template_text(
+        self, messages: list[Message], *, generation_prompt: bool, tools: ToolSchemas | None = None
+    ) -> str:
         return str(
             self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=generation_prompt, tokenize=False
+                messages, tools=_tools(tools), add_generation_prompt=generation_prompt, tokenize=False
             )
         )
 
@@ -118,3 +140,7 @@ class ChatRenderer:
         if last not in self.tokenizer.all_special_ids:
             return ""
         return str(self.tokenizer.decode([last], skip_special_tokens=False))
+
+
+def _tools(tools: ToolSchemas | None) -> list[dict[str, Any]] | None:
+    return [dict(t) for t in tools] if tools else None

@@ -16,7 +16,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from rewards.types import Message
-from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
+from trainer.engines.base import Engine, EngineError, Generation, SamplingParams, ToolSchemas
 from trainer.engines.chat_format import PLAIN_STOP, render_plain
 
 Api = Literal["chat", "completions"]
@@ -72,7 +72,9 @@ class OpenAIEngine(Engine):
         self.client = client or httpx.AsyncClient(timeout=timeout_s, headers=headers)
         self.name = f"{model}@{self.base_url}"
 
-    def _body(self, messages: Sequence[Message], params: SamplingParams) -> tuple[str, dict[str, Any]]:
+    def _body(
+        self, messages: Sequence[Message], params: SamplingParams, tools: ToolSchemas | None = None
+    ) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": params.max_tokens,
@@ -83,13 +85,17 @@ class OpenAIEngine(Engine):
             body["seed"] = params.seed
         if self.api == "chat":
             body["messages"] = list(messages)
-            stop = params.stop
+            stop = params.stop_strings
+            if tools:
+                body["tools"] = [dict(t) for t in tools]
             if params.logprobs:
                 body["logprobs"] = True
             path = "/chat/completions"
         else:
+            if tools:
+                raise EngineError("tool schemas need the chat API (api='chat'), not completions")
             body["prompt"] = render_plain(messages)
-            stop = tuple(dict.fromkeys(params.stop + PLAIN_STOP))
+            stop = tuple(dict.fromkeys(params.stop_strings + PLAIN_STOP))
             if params.logprobs:
                 body["logprobs"] = 1
             path = "/completions"
@@ -115,8 +121,10 @@ class OpenAIEngine(Engine):
         except ValueError:
             raise EngineError(f"{url} answered with non-JSON: {response.text[:200]!r}") from None
 
-    async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
-        path, body = self._body(messages, params)
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
+    ) -> Generation:
+        path, body = self._body(messages, params, tools)
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
@@ -128,13 +136,15 @@ class OpenAIEngine(Engine):
                     data = await self._post(path, body)
         except _Retryable as exc:
             raise EngineError(f"gave up after {self.max_attempts} attempts: {exc}") from None
-        return self._parse(data)
+        return self._parse(data, params)
 
-    def _parse(self, data: dict[str, Any]) -> Generation:
+    def _parse(self, data: dict[str, Any], params: SamplingParams) -> Generation:
+        tool_calls: tuple[dict[str, Any], ...] = ()
         try:
             choice = data["choices"][0]
             if self.api == "chat":
                 text = choice["message"].get("content") or ""
+                tool_calls = tuple(choice["message"].get("tool_calls") or ())
                 entries = ((choice.get("logprobs") or {}).get("content")) or []
                 logprobs = tuple(float(e["logprob"]) for e in entries)
             else:
@@ -149,7 +159,15 @@ class OpenAIEngine(Engine):
             raise EngineError(
                 f"unexpected response shape ({type(exc).__name__}: {exc}): {str(data)[:300]}"
             ) from None
-        return Generation(text=text.strip(), num_tokens=num_tokens, finish_reason=finish, logprobs_T=logprobs)
+        if choice.get("stop_reason") in params.stop_after:  # vLLM names the stop string it cut
+            text += choice["stop_reason"]
+        return Generation(
+            text=text.strip(),
+            num_tokens=num_tokens,
+            finish_reason=finish,
+            logprobs_T=logprobs,
+            tool_calls=tool_calls,
+        )
 
     async def close(self) -> None:
         if self._owns_client:  # a client handed in belongs to the caller

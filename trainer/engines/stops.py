@@ -11,15 +11,26 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def cut_at_stop(tokenizer: Any, ids: Sequence[int], stop: Sequence[str]) -> tuple[str, list[int], bool]:
-    """The completion's text before the first stop string, its ids, and whether a stop string was hit."""
+def cut_at_stop(
+    tokenizer: Any, ids: Sequence[int], stop: Sequence[str], stop_after: Sequence[str] = ()
+) -> tuple[str, list[int], bool]:
+    """The completion's text and ids up to the first stop string, and whether one was hit.
+
+    A string of `stop` is cut off with what follows; a string of `stop_after` (a tool
+    call's closing tag) is kept, and only what follows it is cut.
+    """
     ids = list(ids)
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    hits = [text.index(s) for s in stop if s in text]
+    hits = [(text.index(s), 0, s) for s in stop if s in text]
+    hits += [(text.index(s) + len(s), 1, s) for s in stop_after if s in text]
     if not hits:
         return text, ids, False
-    text = text[: min(hits)]
-    return text, ids_before(tokenizer, ids, text), True
+    end, keep, _ = min(hits)
+    if not keep:
+        text = text[:end]
+        return text, ids_before(tokenizer, ids, text), True
+    kept = ids_through(tokenizer, ids, end)
+    return tokenizer.decode(kept, skip_special_tokens=True), kept, True
 
 
 def ids_before(tokenizer: Any, ids: Sequence[int], text: str) -> list[int]:
@@ -31,4 +42,13 @@ def ids_before(tokenizer: Any, ids: Sequence[int], text: str) -> list[int]:
     keep = len(ids)
     while keep > 0 and len(tokenizer.decode(list(ids[:keep]), skip_special_tokens=True)) > len(text):
         keep -= 1
+    return list(ids[:keep])
+
+
+def ids_through(tokenizer: Any, ids: Sequence[int], chars: int) -> list[int]:
+    """The shortest prefix of `ids` whose text reaches `chars` characters (a kept stop string
+    ends inside its last token, which stays whole: the ids are what was sampled)."""
+    keep = 1
+    while keep < len(ids) and len(tokenizer.decode(list(ids[:keep]), skip_special_tokens=True)) < chars:
+        keep += 1
     return list(ids[:keep])

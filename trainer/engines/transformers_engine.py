@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rewards.types import Message
-from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
+from trainer.engines.base import Engine, EngineError, Generation, SamplingParams, ToolSchemas
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
 from trainer.engines.stops import cut_at_stop
 
@@ -123,8 +123,10 @@ class TransformersEngine(Engine):
         """Prompt token ids for a conversation, and the stop strings the format needs."""
         return self.renderer.prompt_ids(messages), self.renderer.stop
 
-    async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
-        generation = await self.generate_ids(self.renderer.prompt_ids(messages), params)
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
+    ) -> Generation:
+        generation = await self.generate_ids(self.renderer.prompt_ids(messages, tools=tools), params)
         return replace(generation, text=generation.text.strip())
 
     async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
@@ -256,14 +258,14 @@ class TransformersEngine(Engine):
             pad_token_id=pad_id,
             eos_token_id=self.eos_token_ids,
             bos_token_id=self.tokenizer.bos_token_id,
-            stop_strings=list(params.stop) or None,
+            stop_strings=list(params.stop_strings) or None,
         )
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=config,
-                tokenizer=self.tokenizer if params.stop else None,
+                tokenizer=self.tokenizer if params.stop_strings else None,
                 logits_processor=processors or None,
             )
         completions_BT = output[:, width:]
@@ -271,7 +273,7 @@ class TransformersEngine(Engine):
         results = []
         for b, (prompt, row) in enumerate(zip(prompts, completions_BT.tolist(), strict=True)):
             ids, ended = _cut_at_eos(row, self.eos_token_ids)
-            text, ids, stopped = cut_at_stop(self.tokenizer, ids, params.stop)
+            text, ids, stopped = cut_at_stop(self.tokenizer, ids, params.stop, params.stop_after)
             ended = ended or stopped
             logprobs = tuple(logprobs_BT[b][: len(ids)]) if logprobs_BT else ()
             results.append(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.types import Message
-from trainer.engines.base import Engine, EngineError, Generation, SamplingParams
+from trainer.engines.base import Engine, EngineError, Generation, SamplingParams, ToolSchemas
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
 from trainer.engines.stops import cut_at_stop
 
@@ -163,8 +163,10 @@ class VLLMEngine(Engine):
 
     # -- Engine API --------------------------------------------------------------------------
 
-    async def generate(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
-        generation = await self.generate_ids(self.renderer.prompt_ids(messages), params)
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
+    ) -> Generation:
+        generation = await self.generate_ids(self.renderer.prompt_ids(messages, tools=tools), params)
         return replace(generation, text=generation.text.strip())
 
     async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
@@ -302,15 +304,18 @@ class VLLMEngine(Engine):
             temperature=params.temperature,
             top_p=params.top_p,
             seed=params.seed,
-            stop=list(params.stop) or None,
+            stop=list(params.stop_strings) or None,
             stop_token_ids=self.eos_token_ids,
             logprobs=0 if params.logprobs else None,  # 0: only the sampled token's
-            detokenize=bool(params.stop),  # stop strings need vLLM's text; otherwise we decode once
+            detokenize=bool(params.stop_strings),  # stop strings need vLLM's text; otherwise we decode once
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
     def _generation(self, request: _Request, completion: Any) -> Generation:
-        text, ids, hit_stop = cut_at_stop(self.tokenizer, completion.token_ids, request.params.stop)
+        params = request.params
+        text, ids, hit_stop = cut_at_stop(
+            self.tokenizer, completion.token_ids, params.stop, params.stop_after
+        )
         logprobs: tuple[float, ...] = ()
         if request.params.logprobs:
             steps = completion.logprobs[: len(ids)]  # one {token id: Logprob} per sampled token
