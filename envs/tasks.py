@@ -202,6 +202,20 @@ def task_from_record(
     return Task(id=task_id, prompt=prompt, answer=answer, info=info)
 
 
+def jsonl_lines(path: Path, error: type[ValueError] = ValueError) -> Iterator[tuple[str, int, Any]]:
+    """Each non-blank line of a JSONL file, parsed, with `file:line` and the line number for
+    messages; a line that is not JSON raises `error` saying where."""
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
 def load_jsonl(
     path: str | os.PathLike[str],
     *,
@@ -218,26 +232,17 @@ def load_jsonl(
     path = Path(path)
     if not path.is_file():
         raise TaskFileError(f"task file not found: {path}")
-    tasks = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskFileError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            tasks.append(
-                task_from_record(
-                    record,
-                    where=where,
-                    default_id=f"{path.stem}-{lineno}",
-                    prompt_field=prompt_field,
-                    answer_field=answer_field,
-                    id_field=id_field,
-                )
-            )
+    tasks = [
+        task_from_record(
+            record,
+            where=where,
+            default_id=f"{path.stem}-{lineno}",
+            prompt_field=prompt_field,
+            answer_field=answer_field,
+            id_field=id_field,
+        )
+        for where, lineno, record in jsonl_lines(path, TaskFileError)
+    ]
     if not tasks:
         raise TaskFileError(f"{path}: no tasks in file")
     return TaskList(tasks, name=name or path.stem)

@@ -16,13 +16,14 @@ a call's closing tag (`reply_stops`), so the model cannot invent the tool's answ
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from envs.core import Episode, MultiTurnEnv, Reaction
-from envs.tasks import Split, TaskSource
+from envs.tasks import Split, Task, TaskSource
 from envs.tool_tasks import resolve_tool_tasks
 from envs.tools.builtin import resolve_tools
 from envs.tools.parsing import ToolCall, ToolCallParser
@@ -52,6 +53,11 @@ TAGS_PROMPT = """You can use tools by writing a tag; the result comes back in th
 {tags}
 You may make up to {budget} tool calls. {answer}"""
 NATIVE_PROMPT = "Use the tools you are given when they help (up to {budget} calls). {answer}"
+# One worked exchange with the python tool, for base models that cannot follow the prompt alone.
+DEMO_QUESTION = "What is 123456 * 654321? Give the final answer as \\boxed{answer}."
+DEMO_CODE = "print(123456 * 654321)"
+DEMO_RESULT = "80779853376\n"
+DEMO_ANSWER = "The product is \\boxed{80779853376}."
 
 
 @dataclass
@@ -120,6 +126,7 @@ class ToolEnv(MultiTurnEnv):
         tool_bonus: float = 0.0,
         tool_error_penalty: float = 0.0,
         system_prompt: str | None = None,
+        few_shot: int = 0,
         split: Split = "all",
         eval_fraction: float = 0.1,
         sandbox: Sandbox | None = None,
@@ -141,7 +148,12 @@ class ToolEnv(MultiTurnEnv):
             resolve_tools(tools, sandbox=sandbox, python_stateful=python_stateful, corpus=corpus)
         )
         self.parser = ToolCallParser(tags=self.toolbox.tag_tools())
+        if few_shot not in (0, 1):
+            raise ValueError(f"few_shot must be 0 or 1 (one worked python exchange), got {few_shot}")
+        if few_shot and "python" not in self.toolbox.tools:
+            raise ValueError("the few-shot demonstration uses the python tool; add 'python' to tools")
         self.prompt_style = prompt_style
+        self.few_shot = few_shot
         self.max_tool_calls = max_tool_calls
         self.end_on_errors = frozenset(end_on_errors)
         super().__init__(
@@ -170,6 +182,33 @@ class ToolEnv(MultiTurnEnv):
             )
             return TAGS_PROMPT.format(tags=tags, budget=budget, answer=ANSWER_INSTRUCTION)
         return JSON_PROMPT.format(tools=self.toolbox.describe(), budget=budget, answer=ANSWER_INSTRUCTION)
+
+    def opening(self, task: Task) -> list[Message]:
+        messages = task.messages(self.system_prompt)
+        if not self.few_shot:
+            return messages
+        at = 1 if messages and messages[0]["role"] == "system" else 0
+        return messages[:at] + self.demonstration() + messages[at:]
+
+    def demonstration(self) -> list[Message]:
+        """The worked python exchange, in this environment's call format."""
+        arguments = {"code": DEMO_CODE}
+        if self.prompt_style == "native":
+            function = {"name": "python", "arguments": json.dumps(arguments)}
+            call = {"id": "demo_0", "type": "function", "function": function}
+            reply: Message = {"role": "assistant", "content": None, "tool_calls": [call]}  # type: ignore[list-item]
+        elif self.prompt_style == "tags":
+            reply = {"role": "assistant", "content": f"<python>{DEMO_CODE}</python>"}
+        else:
+            call_json = json.dumps({"name": "python", "arguments": arguments})
+            reply = {"role": "assistant", "content": f"<tool_call>{call_json}</tool_call>"}
+        result: Message = {"role": "tool", "tool_call_id": "demo_0", "name": "python", "content": DEMO_RESULT}
+        return [
+            {"role": "user", "content": DEMO_QUESTION},
+            reply,
+            result,
+            {"role": "assistant", "content": DEMO_ANSWER},
+        ]
 
     async def areset(
         self, *, seed: int | None = None, options: Mapping[str, Any] | None = None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -162,3 +166,50 @@ def model_server(tiny_model_dir: Path) -> Iterator[str]:
     argv = ["serve-model", "--model", str(tiny_model_dir), "--served-name", "tiny", "--max-tokens", "16"]
     with served(argv, free_port()) as url:
         yield f"{url}/v1"
+
+
+class ScriptedHTTPServer:
+    """A real HTTP server on loopback that answers POSTs from a script and records requests.
+
+    For answers a correct server cannot be made to give on cue (faults, nonsense) or that no
+    server here can produce (a tool-call parser in front of a tool-trained model)."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[int, dict[str, str], bytes]] = []
+        self.requests: list[tuple[str, dict[str, str], Any]] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                scripted.requests.append((self.path, dict(self.headers), body))
+                status, headers, payload = scripted.replies.pop(0)
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(payload)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def reply(self, status: int, body: Any, **headers: str) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.replies.append((status, {"Content-Type": "application/json", **headers}, payload))
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [body for _, _, body in self.requests]
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedHTTPServer]:
+    server = ScriptedHTTPServer()
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()

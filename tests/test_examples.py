@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import envs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -26,3 +28,28 @@ def test_example_suite_file_builds_every_member() -> None:
     made = suite.make_envs()
     assert len(made["rewardgym/Math-v0"].examples) == 8  # four few-shot exchanges
     assert made["equations"].reset(seed=0)[1]["task_id"].startswith("reasoning_gym/simple_equations/")
+
+
+def test_custom_tool_example_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "custom_tool.py")], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        "tool: Error: bad arguments for convert: target: Input should be 'mi', 'km', 'ft' or 'm'"
+        in out.stdout
+    )
+    assert "tool: 42.1648 km" in out.stdout
+    assert "reward 1.0 | tool calls 3, errors 1" in out.stdout
+
+
+@pytest.mark.parametrize("config", [*sorted(p.name for p in EXAMPLES.glob("*.toml")), "dapo_math_suite.yaml"])
+def test_example_training_configs_are_valid(config: str) -> None:
+    pytest.importorskip("pydantic")
+    from trainer.config import TrainConfig
+
+    loaded = TrainConfig.load(EXAMPLES / config, [])
+    if loaded.rollout.env is not None:
+        envs.make(loaded.rollout.env, **loaded.rollout.env_kwargs).close()  # the env accepts its settings
+    else:
+        assert loaded.rollout.suite is not None and envs.get_suite(loaded.rollout.suite)

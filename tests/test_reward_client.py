@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import json
 import math
 import pickle
 import re
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ from rewards import (
 )
 from rewards.client import parse_retry_after, plan_chunks
 
-from conftest import free_port, served
+from conftest import ScriptedHTTPServer, free_port, served
 
 SERVER_REWARDS = str(Path(__file__).with_name("server_rewards.py"))
 TEST_REWARDS = ["--import", SERVER_REWARDS] + [
@@ -185,54 +182,14 @@ async def test_remote_reward_turns_a_dead_server_into_error_items() -> None:
     assert [s.ok for s in batch] == [False, False] and all(url in (s.error or "") for s in batch)
 
 
-# -- a scripted HTTP server: answers a correct reward server never gives ----------------------------
-
-
-class Scripted:
-    """A real HTTP server on loopback that answers from a script and records requests."""
-
-    def __init__(self) -> None:
-        self.replies: list[tuple[int, dict[str, str], bytes]] = []
-        self.requests: list[tuple[str, dict[str, str], Any]] = []
-        scripted = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                scripted.requests.append((self.path, dict(self.headers), body))
-                status, headers, payload = scripted.replies.pop(0)
-                self.send_response(status)
-                for key, value in {"Content-Length": str(len(payload)), **headers}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def reply(self, status: int, body: Any, **headers: str) -> None:
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.replies.append((status, {"Content-Type": "application/json", **headers}, payload))
-
-
-@pytest.fixture
-def scripted() -> Iterator[Scripted]:
-    server = Scripted()
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+# -- a scripted HTTP server (conftest.ScriptedHTTPServer): answers a correct reward server never gives --
 
 
 OK_SCORE = {"value": 1.0, "components": {}, "passed": True, "error": None, "info": {}}
 
 
 @in_new_loop
-async def test_nonsense_answers_fail_loudly(scripted: Scripted) -> None:
+async def test_nonsense_answers_fail_loudly(scripted: ScriptedHTTPServer) -> None:
     async with RewardClient(scripted.url, max_retries=0) as client:
         scripted.reply(200, {"reward": "echo", "scores": [OK_SCORE], "errors": 0, "elapsed_s": 0.0})
         with pytest.raises(RewardServerError, match="expected 2 scores, got 1"):
@@ -246,7 +203,7 @@ async def test_nonsense_answers_fail_loudly(scripted: Scripted) -> None:
 
 
 @in_new_loop
-async def test_transient_statuses_are_retried_and_others_are_not(scripted: Scripted) -> None:
+async def test_transient_statuses_are_retried_and_others_are_not(scripted: ScriptedHTTPServer) -> None:
     async with RewardClient(scripted.url, api_key="sesame", backoff_base_s=0.01) as client:
         scripted.reply(
             503, {"error": {"message": "warming up", "type": "unavailable"}}, **{"Retry-After": "0"}

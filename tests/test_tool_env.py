@@ -274,3 +274,15 @@ def test_bad_configuration_is_refused_clearly() -> None:
         ToolEnv(SEVEN_TIMES_SIX, prompt_style="xml")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="answer must be"):
         ToolEnv(SEVEN_TIMES_SIX, answer="fuzzy")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("style", ["json", "tags", "native"])
+def test_few_shot_demonstration_matches_the_call_format(style: str) -> None:
+    env = ToolEnv(SEVEN_TIMES_SIX, tools=["python", "calculator"], prompt_style=style, few_shot=1)  # type: ignore[arg-type]
+    obs, _ = env.reset(seed=0)
+    assert [m["role"] for m in obs] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    (call,) = env.parser.parse(obs[2])  # the demo's call is one the environment itself reads
+    assert (call.name, call.arguments) == ("python", {"code": "print(123456 * 654321)"})
+    assert obs[3]["content"].strip() == str(123456 * 654321) and obs[-1]["content"] == "What is 7 * 6?"
+    with pytest.raises(ValueError, match="uses the python tool"):
+        ToolEnv(SEVEN_TIMES_SIX, tools=["calculator"], few_shot=1)

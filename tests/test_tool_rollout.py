@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 from envs import Suite, SuiteMember, Task, TaskList, ToolEnv  # noqa: E402
 from sandbox import Sandbox, make_sandbox  # noqa: E402
 from trainer import TrainConfig, train  # noqa: E402
-from trainer.engines import SamplingParams, TransformersEngine  # noqa: E402
+from trainer.engines import OpenAIEngine, SamplingParams, TransformersEngine  # noqa: E402
 from trainer.engines.chat_format import ChatRenderer  # noqa: E402
 from trainer.engines.stops import cut_at_stop  # noqa: E402
 from trainer.evaluate import EvalTarget, evaluate  # noqa: E402
@@ -30,7 +31,7 @@ from trainer.metrics_log import read_metrics  # noqa: E402
 from trainer.rollout import TokenLog, play_episode  # noqa: E402
 from trainer.rollouts import RolloutCollector  # noqa: E402
 
-from conftest import build_tiny_model  # noqa: E402
+from conftest import ScriptedHTTPServer, build_tiny_model  # noqa: E402
 
 SYSTEM = "Compute with <python>code</python>, then answer as \\boxed{answer}."
 TASK = Task("six-sevens", "What is 6 * 7?", "42")
@@ -200,3 +201,62 @@ def test_rollouts_and_training_carry_tool_spans_and_metrics(tool_model_dir: Path
     train(config, progress=False)
     (row,) = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert row["env_metric/tool_calls/mean"] == 1.0 and row["env_metric/tool_errors/mean"] == 0.0
+
+
+def play_scripted(scripted: ScriptedHTTPServer, env: ToolEnv, choices: list[dict[str, Any]]) -> Any:
+    """An episode whose replies come from a scripted chat endpoint (not a model): no server here
+    turns a model's output into native `tool_calls` (vLLM's parsers need a tool-trained model),
+    so the scripted one plays that part, over real HTTP."""
+    for choice in choices:
+        scripted.reply(200, {"choices": [choice], "usage": {"completion_tokens": 5}})
+
+    async def go() -> Any:
+        engine = OpenAIEngine(scripted.url + "/v1", "scripted")
+        try:
+            return await play_episode(env, engine, SamplingParams(max_tokens=64), task=TASK, env_name="e")
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+def test_native_tool_calls_over_an_openai_compatible_endpoint(
+    sandbox: Sandbox, scripted: ScriptedHTTPServer
+) -> None:
+    call = {
+        "id": "call_x",
+        "type": "function",
+        "function": {"name": "python", "arguments": '{"code": "6*7"}'},
+    }
+    env = ToolEnv(TaskList([TASK], name="six"), tools=["python"], prompt_style="native", sandbox=sandbox)
+    choices = [
+        {
+            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+            "finish_reason": "tool_calls",
+        },
+        {"message": {"role": "assistant", "content": "\\boxed{42}"}, "finish_reason": "stop"},
+    ]
+    episode = play_scripted(scripted, env, choices)
+    assert episode.reward == 1.0 and episode.metrics["tool_calls"] == 1
+    first, second = scripted.bodies
+    assert first["tools"] == env.toolbox.schemas and "stop" not in first
+    assert second["messages"][-2]["tool_calls"] == [call]
+    assert second["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_x",
+        "name": "python",
+        "content": "42\n",
+    }
+
+
+def test_a_servers_named_stop_string_is_put_back_on_the_reply(
+    sandbox: Sandbox, scripted: ScriptedHTTPServer
+) -> None:
+    choices = [  # vLLM cuts the stop string from the text and names it in `stop_reason`
+        {"message": {"role": "assistant", "content": "<python>print(6*7)"}, "stop_reason": "</python>"},
+        {"message": {"role": "assistant", "content": "\\boxed{42}"}, "finish_reason": "stop"},
+    ]
+    episode = play_scripted(scripted, tool_env(sandbox), choices)
+    assert "</python>" in scripted.bodies[0]["stop"] and "tools" not in scripted.bodies[0]
+    assert episode.messages[2]["content"] == "<python>print(6*7)</python>"
+    assert episode.messages[3]["content"] == "42\n" and episode.reward == 1.0

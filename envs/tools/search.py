@@ -14,7 +14,6 @@ stopwords dropped; there is no stemmer, so "lantern" does not match "lanterns".
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import overload
 
 import numpy as np
 
+from envs.tasks import jsonl_lines
 from envs.tools.tool import DEFAULT_MAX_OUTPUT_CHARS, Tool, ToolError
 
 DOCUMENT_FIELDS = ("id", "title", "text")
@@ -67,33 +67,25 @@ class Corpus(Sequence[Document]):
             raise ValueError(f"corpus file not found: {path}")
         documents: list[Document] = []
         first_line: dict[str, int] = {}
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                for key in DOCUMENT_FIELDS:
-                    if key not in record:
-                        raise ValueError(f"{where}: missing field {key!r} (a document needs id, title, text)")
-                    if not isinstance(record[key], str):
-                        raise ValueError(f"{where}: field {key!r} must be a string")
-                if not record["id"].strip():
-                    raise ValueError(f"{where}: field 'id' is empty")
-                if not record["text"].strip():
-                    raise ValueError(f"{where}: field 'text' is empty")
-                doc_id = record["id"]
-                if doc_id in first_line:
-                    raise ValueError(
-                        f"{where}: duplicate document id {doc_id!r} (first on line {first_line[doc_id]})"
-                    )
-                first_line[doc_id] = lineno
-                documents.append(Document(record["id"], record["title"], record["text"]))
+        for where, lineno, record in jsonl_lines(path):
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            for key in DOCUMENT_FIELDS:
+                if key not in record:
+                    raise ValueError(f"{where}: missing field {key!r} (a document needs id, title, text)")
+                if not isinstance(record[key], str):
+                    raise ValueError(f"{where}: field {key!r} must be a string")
+            if not record["id"].strip():
+                raise ValueError(f"{where}: field 'id' is empty")
+            if not record["text"].strip():
+                raise ValueError(f"{where}: field 'text' is empty")
+            doc_id = record["id"]
+            if doc_id in first_line:
+                raise ValueError(
+                    f"{where}: duplicate document id {doc_id!r} (first on line {first_line[doc_id]})"
+                )
+            first_line[doc_id] = lineno
+            documents.append(Document(record["id"], record["title"], record["text"]))
         if not documents:
             raise ValueError(f"{path}: no documents in file")
         return cls(name or path.stem, tuple(documents))
