@@ -171,7 +171,10 @@ class ToolEnv(MultiTurnEnv):
             self.reply_stops = self.parser.closing_tags
 
     def tools_prompt(self) -> str:
-        """The system prompt that teaches the model the tools and how to call them."""
+        """The system prompt that teaches the model the tools and how to call them.
+
+        The tags style needs every tool to have a tag form (one text argument); with any
+        other tool in the box it describes all of them as JSON schemas instead."""
         budget = self.max_tool_calls
         if self.prompt_style == "native":
             return NATIVE_PROMPT.format(budget=budget, answer=ANSWER_INSTRUCTION)
