@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rewards.types import Message
@@ -100,3 +100,30 @@ class Engine(ABC):
 
     def describe(self) -> str:
         return self.name
+
+
+class LocalEngine(Engine):
+    """An engine that samples token ids itself (transformers, vLLM in-process): conversations
+    are rendered to ids here, once, and every request goes through `_submit`."""
+
+    renderer: ChatRenderer
+    tokenizer: Any
+
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
+    ) -> Generation:
+        generation = await self.generate_ids(self.renderer.prompt_ids(messages, tools=tools), params)
+        return replace(generation, text=generation.text.strip())
+
+    async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        if self.renderer.stop:
+            params = replace(params, stop=tuple(dict.fromkeys(params.stop + self.renderer.stop)))
+        return await self._submit(list(prompt_ids), params)
+
+    async def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        """Continue raw prompt text (the OpenAI completions API)."""
+        return await self._submit(self.tokenizer(prompt).input_ids, params)
+
+    @abstractmethod
+    async def _submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        """Queue one generation from exactly these ids."""

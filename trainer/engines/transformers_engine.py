@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rewards.types import Message
-from trainer.engines.base import Engine, EngineError, Generation, SamplingParams, ToolSchemas
+from trainer.engines.base import EngineError, Generation, LocalEngine, SamplingParams
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
 from trainer.engines.stops import cut_at_stop
 
@@ -35,7 +35,7 @@ class _Request:
     future: Future[Generation]
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(LocalEngine):
     """A local causal LM behind the Engine interface.
 
     `chat_format`: "template" uses the tokenizer's chat template, "plain" renders a
@@ -123,17 +123,6 @@ class TransformersEngine(Engine):
         """Prompt token ids for a conversation, and the stop strings the format needs."""
         return self.renderer.prompt_ids(messages), self.renderer.stop
 
-    async def generate(
-        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
-    ) -> Generation:
-        generation = await self.generate_ids(self.renderer.prompt_ids(messages, tools=tools), params)
-        return replace(generation, text=generation.text.strip())
-
-    async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        if self.renderer.stop:
-            params = replace(params, stop=tuple(dict.fromkeys(params.stop + self.renderer.stop)))
-        return await self._submit(list(prompt_ids), params)
-
     def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
         """Copy weights in; a no-op cost when the engine shares the trainer's model object."""
         params = dict(self.model.named_parameters())
@@ -142,10 +131,6 @@ class TransformersEngine(Engine):
                 if name not in params:
                     raise EngineError(f"update_weights: the engine's model has no parameter {name!r}")
                 params[name].copy_(tensor)
-
-    async def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        """Continue raw prompt text (the OpenAI completions API)."""
-        return await self._submit(self.tokenizer(prompt).input_ids, params)
 
     async def close(self) -> None:
         self.shutdown()

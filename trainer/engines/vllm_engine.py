@@ -25,14 +25,13 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewards.types import Message
-from trainer.engines.base import Engine, EngineError, Generation, SamplingParams, ToolSchemas
+from trainer.engines.base import EngineError, Generation, LocalEngine, SamplingParams
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
 from trainer.engines.stops import cut_at_stop
 
@@ -68,7 +67,7 @@ class _WeightUpdate:
     future: Future[None]
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(LocalEngine):
     """A vLLM `LLM` behind the Engine interface, taking new weights between rollouts.
 
     Logprobs are those of the distribution sampled from (after temperature and top-p): the
@@ -162,21 +161,6 @@ class VLLMEngine(Engine):
         return cls(llm, tokenizer, path, chat_format=chat_format, name=path.name)
 
     # -- Engine API --------------------------------------------------------------------------
-
-    async def generate(
-        self, messages: Sequence[Message], params: SamplingParams, *, tools: ToolSchemas | None = None
-    ) -> Generation:
-        generation = await self.generate_ids(self.renderer.prompt_ids(messages, tools=tools), params)
-        return replace(generation, text=generation.text.strip())
-
-    async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        if self.renderer.stop:
-            params = replace(params, stop=tuple(dict.fromkeys(params.stop + self.renderer.stop)))
-        return await self._submit(list(prompt_ids), params)
-
-    async def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        """Continue raw prompt text (the OpenAI completions API)."""
-        return await self._submit(self.tokenizer(prompt).input_ids, params)
 
     def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
         """Load weights with Hugging Face names (any subset); returns once they are in use.
