@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +128,9 @@ def test_sampling_params_are_validated() -> None:
         SamplingParams(max_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0)
+    for k in (-1, 21):
+        with pytest.raises(ValueError, match=r"top_logprobs must be in \[0, 20\]"):
+            SamplingParams(top_logprobs=k)
 
 
 def test_batched_sampling_logprobs_match_each_row(engine: TransformersEngine) -> None:
@@ -215,3 +220,81 @@ def test_a_seeded_request_samples_the_same_alone_or_in_any_batch(engine: Transfo
     results = asyncio.run(crowded())
     assert results[-1].token_ids == alone.token_ids
     assert len({r.token_ids for r in results[:-1]}) > 1  # different seeds, different samples
+
+
+def expected_top(tokenizer: Any, logprobs_V: Any, k: int) -> dict[str, float]:
+    """The k most likely ids of one step, by decoded text, keeping the max of texts that merge."""
+    best: dict[str, float] = {}
+    values, ids = logprobs_V.topk(k)
+    for token, value in zip(ids.tolist(), values.tolist(), strict=True):
+        text = tokenizer.decode([token])
+        if value > -math.inf:
+            best[text] = max(best.get(text, -math.inf), value)
+    return best
+
+
+def assert_same_top(actual: Mapping[str, float], expected: Mapping[str, float], tol: float = 1e-4) -> None:
+    """Same texts and logprobs; a text within `tol` of the k-th value may trade places (float ties)."""
+    floor = min(expected.values()) + tol
+    assert {t for t, v in actual.items() if v > floor} == {t for t, v in expected.items() if v > floor}
+    for text in actual.keys() & expected.keys():
+        assert actual[text] == pytest.approx(expected[text], abs=tol)
+
+
+def test_greedy_top_logprobs_are_the_models_own_distribution(engine: TransformersEngine) -> None:
+    """At temperature 0 the sampled token is the argmax: the first key, with the largest logprob."""
+    import torch
+
+    params = SamplingParams(max_tokens=8, temperature=0, top_logprobs=5)
+    generation = asyncio.run(engine.complete("The quick brown fox", params))
+    assert generation.logprobs_T == ()  # not asked for
+    assert len(generation.top_logprobs_T) == len(generation.token_ids) > 0
+    ids = list(generation.prompt_token_ids) + list(generation.token_ids)
+    with torch.no_grad():
+        logits_TV = engine.model(input_ids=torch.tensor([ids])).logits[0].float()
+    start = len(generation.prompt_token_ids) - 1
+    for t, (token, top) in enumerate(zip(generation.token_ids, generation.top_logprobs_T, strict=True)):
+        values = list(top.values())
+        assert next(iter(top)) == engine.tokenizer.decode([token])
+        assert values == sorted(values, reverse=True)
+        assert sum(math.exp(v) for v in values) <= 1 + 1e-6
+        expected = expected_top(engine.tokenizer, torch.log_softmax(logits_TV[start + t], dim=-1), 5)
+        assert list(top) == list(expected)  # k entries, fewer only where texts merge
+        assert values == pytest.approx(list(expected.values()), abs=1e-4)
+
+
+def test_top_logprobs_describe_the_distribution_sampled_from_in_each_batch_row(
+    engine: TransformersEngine,
+) -> None:
+    """Temperature and top-p shape the reported top tokens, per row of one padded batch; a request
+    that did not ask for them, batched alongside, gets none."""
+    import torch
+    from transformers import TopPLogitsWarper
+
+    prompts = ["The quick", "0 1 2 3 4 5 6 7", "That is not right. Check"]
+    params = SamplingParams(max_tokens=6, temperature=0.7, top_p=0.9, seed=5, logprobs=True, top_logprobs=20)
+    plain = SamplingParams(max_tokens=6, temperature=0.7, top_p=0.9, seed=5, logprobs=True)
+
+    async def batch() -> list:
+        return list(
+            await asyncio.gather(
+                *(engine.complete(p, params) for p in prompts), engine.complete(prompts[0], plain)
+            )
+        )
+
+    *generations, without = asyncio.run(batch())
+    assert without.top_logprobs_T == () and len(without.logprobs_T) == without.num_tokens
+    for generation in generations:
+        assert len(generation.top_logprobs_T) == len(generation.token_ids)
+        ids = list(generation.prompt_token_ids) + list(generation.token_ids)
+        start = len(generation.prompt_token_ids) - 1
+        with torch.no_grad():
+            scores_TV = engine.model(input_ids=torch.tensor([ids])).logits[0, start:-1].float() / 0.7
+        logprobs_TV = torch.log_softmax(TopPLogitsWarper(0.9)(None, scores_TV), dim=-1)
+        for t, (token, top) in enumerate(zip(generation.token_ids, generation.top_logprobs_T, strict=True)):
+            assert_same_top(top, expected_top(engine.tokenizer, logprobs_TV[t], 20))
+            assert 0 < len(top) <= 20 and all(v > -math.inf for v in top.values())
+            assert generation.logprobs_T[t] <= max(top.values()) + 1e-6
+            text = engine.tokenizer.decode([token])
+            if text in top:
+                assert top[text] >= generation.logprobs_T[t] - 1e-4

@@ -8,9 +8,10 @@ and a fixed KV cache size keep each start to seconds.
 from __future__ import annotations
 
 import asyncio
+import math
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,66 @@ def test_logprobs_are_those_of_the_distribution_sampled_from(
             scores = TopPLogitsWarper(top_p)(None, scores)
         expected = torch.log_softmax(scores, dim=-1).gather(1, torch.tensor(generation.token_ids)[:, None])
         assert generation.logprobs_T == pytest.approx(expected[:, 0].tolist(), abs=1e-3)
+
+
+def expected_top(tokenizer: Any, logprobs_V: Any, k: int) -> dict[str, float]:
+    """The k most likely ids of one step, by decoded text, keeping the max of texts that merge."""
+    best: dict[str, float] = {}
+    values, ids = logprobs_V.topk(k)
+    for token, value in zip(ids.tolist(), values.tolist(), strict=True):
+        text = tokenizer.decode([token])
+        if value > -math.inf:
+            best[text] = max(best.get(text, -math.inf), value)
+    return best
+
+
+def assert_same_top(actual: Mapping[str, float], expected: Mapping[str, float], tol: float = 1e-3) -> None:
+    """Same texts and logprobs; a text within `tol` of the k-th value may trade places (float ties)."""
+    floor = min(expected.values()) + tol
+    assert {t for t, v in actual.items() if v > floor} == {t for t, v in expected.items() if v > floor}
+    for text in actual.keys() & expected.keys():
+        assert actual[text] == pytest.approx(expected[text], abs=tol)
+
+
+def test_greedy_top_logprobs_equal_the_transformers_engine(engine: VLLMEngine, hf_model: Any) -> None:
+    """The k most likely tokens per step, without `logprobs` set, as transformers reports them."""
+    prompts = [engine.renderer.prompt_ids(m) for m in PROMPTS]
+    params = SamplingParams(max_tokens=8, temperature=0, top_logprobs=5)
+    reference = TransformersEngine(hf_model, engine.tokenizer)
+    try:
+        expected = run(reference, prompts, params)
+    finally:
+        reference.shutdown()
+    for generation, want in zip(run(engine, prompts, params), expected, strict=True):
+        assert generation.token_ids == want.token_ids and generation.logprobs_T == ()
+        assert len(generation.top_logprobs_T) == len(generation.token_ids)
+        for token, top, want_top in zip(
+            generation.token_ids, generation.top_logprobs_T, want.top_logprobs_T, strict=True
+        ):
+            assert next(iter(top)) == engine.tokenizer.decode([token])  # greedy: the argmax, first
+            assert 0 < len(top) <= 5
+            assert_same_top(top, want_top)
+
+
+def test_top_logprobs_are_those_of_the_distribution_sampled_from(engine: VLLMEngine, hf_model: Any) -> None:
+    """Temperature 0.7 and top-p 0.9, against a transformers forward pass on the same weights."""
+    from transformers import TopPLogitsWarper
+
+    prompts = [engine.renderer.prompt_ids(m) for m in PROMPTS]
+    params = SamplingParams(max_tokens=12, temperature=0.7, top_p=0.9, seed=4, logprobs=True, top_logprobs=20)
+    for generation in run(engine, prompts, params):
+        ids = list(generation.prompt_token_ids) + list(generation.token_ids)
+        start = len(generation.prompt_token_ids) - 1
+        with torch.no_grad():
+            scores_TV = hf_model(input_ids=torch.tensor([ids])).logits[0, start:-1].float() / 0.7
+        logprobs_TV = torch.log_softmax(TopPLogitsWarper(0.9)(None, scores_TV), dim=-1)
+        assert len(generation.top_logprobs_T) == len(generation.token_ids)
+        for t, top in enumerate(generation.top_logprobs_T):
+            assert 0 < len(top) <= 20 and all(v > -math.inf for v in top.values())
+            assert list(top.values()) == sorted(top.values(), reverse=True)
+            assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-4
+            assert_same_top(top, expected_top(engine.tokenizer, logprobs_TV[t], 20))
+            assert generation.logprobs_T[t] <= max(top.values()) + 1e-6
 
 
 def test_greedy_tokens_equal_the_transformers_engine(engine: VLLMEngine, hf_model: Any) -> None:

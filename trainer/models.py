@@ -17,6 +17,7 @@ from pathlib import Path
 
 DEFAULT_MODEL = "gemma-3-270m"
 _ALIASES = {"gemma-3-270m", "gemma3-270m", "default"}
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter (e.g. a training checkpoint's model/)
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -36,8 +37,10 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, log: bool = True) -> 
         return ensure_default_model(log=log)
     path = Path(text).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"{path} is a directory but has no config.json; is it a model?")
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
+            raise ModelNotFoundError(
+                f"{path} is a directory but has neither config.json nor {ADAPTER_CONFIG}; is it a model?"
+            )
         return path
     raise ModelNotFoundError(
         f"model {text!r} is not a local directory. rewardgym loads models from disk (no model "
@@ -92,3 +95,22 @@ def ensure_default_model(*, log: bool = True) -> Path:
     if log:
         print(f"[rewardgym] converted in {time.monotonic() - start:.0f} s", file=sys.stderr)
     return target
+
+
+def load_causal_lm(path: Path, dtype: object) -> object:
+    """A causal LM from a model directory, or from a LoRA adapter directory (a training
+    checkpoint's `model/`): then the adapter's base model is loaded and the adapter merged in,
+    so a trained policy serves and evaluates like any model."""
+    from transformers import AutoModelForCausalLM
+
+    if (path / "config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    import json
+
+    from peft import PeftModel
+
+    base_name = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base_name:
+        raise ModelNotFoundError(f"{path / ADAPTER_CONFIG} does not name its base model")
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(base_name, log=False), dtype=dtype)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()

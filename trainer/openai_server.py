@@ -16,10 +16,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from envs.spaces import is_message
-from trainer.engines.base import EngineError, Generation, SamplingParams
+from trainer.engines.base import MAX_TOP_LOGPROBS, EngineError, Generation, SamplingParams
 from trainer.engines.transformers_engine import TransformersEngine
 
 
@@ -35,7 +35,7 @@ class _SamplingFields(BaseModel):
     n: int = Field(default=1, ge=1, le=16)
     seed: int | None = None
 
-    def sampling(self, default_max_tokens: int, logprobs: bool) -> SamplingParams:
+    def sampling(self, default_max_tokens: int, logprobs: bool, top_logprobs: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
@@ -44,12 +44,14 @@ class _SamplingFields(BaseModel):
             stop=tuple(stop),
             seed=self.seed,
             logprobs=logprobs,
+            top_logprobs=top_logprobs,
         )
 
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[dict[str, Any]] = Field(min_length=1)
     logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("messages")
     @classmethod
@@ -59,10 +61,19 @@ class ChatCompletionRequest(_SamplingFields):
                 raise ValueError(f"messages[{i}] is not a chat message with a role and text content")
         return messages
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, top_logprobs: int | None, info: ValidationInfo) -> int | None:
+        """As OpenAI answers: top logprobs come inside `logprobs`, which must be asked for."""
+        if top_logprobs and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return top_logprobs
+
 
 class CompletionRequest(_SamplingFields):
     prompt: str = Field(min_length=1)
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    # The legacy API's top-k size (OpenAI caps it at 5; vLLM allows more, as do we).
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 def _openai_error(status: int, message: str, kind: str) -> JSONResponse:
@@ -114,15 +125,27 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
         }
 
     def token_logprobs(generation: Generation) -> list[dict[str, Any]]:
+        """Chat `logprobs.content`: each token with its logprob and its top alternatives."""
         tokens = [engine.tokenizer.decode([t]) for t in generation.token_ids]
+        tops = generation.top_logprobs_T or [{}] * len(tokens)
         return [
-            {"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": []}
-            for tok, lp in zip(tokens, generation.logprobs_T, strict=False)
+            {
+                "token": tok,
+                "logprob": lp,
+                "bytes": list(tok.encode()),
+                "top_logprobs": [
+                    {"token": alt, "logprob": alt_lp, "bytes": list(alt.encode())}
+                    for alt, alt_lp in top.items()
+                ],
+            }
+            for tok, lp, top in zip(tokens, generation.logprobs_T, tops, strict=False)
         ]
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatCompletionRequest) -> dict[str, Any]:
-        params = body.sampling(default_max_tokens, logprobs=body.logprobs)
+        params = body.sampling(
+            default_max_tokens, logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0
+        )
         generations = await asyncio.gather(*(engine.generate(body.messages, params) for _ in range(body.n)))  # type: ignore[arg-type]
         choices = [
             {
@@ -137,7 +160,9 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> dict[str, Any]:
-        params = body.sampling(default_max_tokens, logprobs=body.logprobs is not None)
+        params = body.sampling(
+            default_max_tokens, logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0
+        )
         generations = await asyncio.gather(*(engine.complete(body.prompt, params) for _ in range(body.n)))
         choices = []
         for i, g in enumerate(generations):
@@ -146,6 +171,8 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
                 logprobs = {
                     "tokens": [engine.tokenizer.decode([t]) for t in g.token_ids],
                     "token_logprobs": list(g.logprobs_T),
+                    # one {token: logprob} per token, most likely first (null when not asked for)
+                    "top_logprobs": [dict(top) for top in g.top_logprobs_T] if body.logprobs else None,
                 }
             choices.append(
                 {"index": i, "text": g.text, "finish_reason": g.finish_reason, "logprobs": logprobs}

@@ -7,8 +7,9 @@ engine is one line of config.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,9 @@ from trainer.engines.chat_format import ToolSchemas
 
 if TYPE_CHECKING:
     from trainer.engines.chat_format import ChatRenderer
+
+
+MAX_TOP_LOGPROBS = 20  # what OpenAI's chat API and vLLM's default allow
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,9 @@ class SamplingParams:
     stop_after: tuple[str, ...] = ()  # ... or after any of these, which stay in the reply (tool-call tags)
     seed: int | None = None
     logprobs: bool = False  # also return each completion token's sampling logprob
+    # Also return, for each completion token, the k most likely tokens with their logprobs
+    # (judges read the probability of "A" vs "B" or of each score digit; entropy bonuses need them).
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -36,6 +43,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -50,6 +59,13 @@ class Generation:
     `token_ids` are the completion tokens exactly as sampled (the trainer never
     re-tokenizes them); engines that cannot see tokens (a remote chat API) leave them
     empty and report `num_tokens` from the server's usage count.
+
+    `top_logprobs_T` (when `SamplingParams.top_logprobs` = k > 0) holds one mapping per
+    completion token: decoded token text (as OpenAI reports it, e.g. " A") -> logprob under
+    the distribution sampled from, most likely first. They are the k most likely token ids;
+    ids that decode to the same text keep the higher logprob (the max, not a log-sum-exp),
+    so a mapping has fewer than k entries when texts merge or when fewer than k tokens have
+    nonzero probability (top-p leaves the rest out).
     """
 
     text: str
@@ -59,6 +75,20 @@ class Generation:
     logprobs_T: tuple[float, ...] = ()  # one per completion token, when asked for
     prompt_token_ids: tuple[int, ...] = ()
     tool_calls: tuple[dict[str, Any], ...] = ()  # OpenAI-format calls a chat server parsed out
+    top_logprobs_T: tuple[Mapping[str, float], ...] = ()  # one mapping per completion token, when asked for
+
+
+def top_logprobs_by_text(candidates: Iterable[tuple[str, float]], k: int) -> dict[str, float]:
+    """At most `k` (text, logprob) candidates as a mapping, most likely first.
+
+    Texts seen twice (two token ids that decode alike) keep the higher logprob; tokens of
+    zero probability (-inf, masked by top-p) are dropped, as they are not "likely" at all.
+    """
+    best: dict[str, float] = {}
+    for text, logprob in candidates:
+        if logprob > -math.inf and logprob > best.get(text, -math.inf):
+            best[text] = logprob
+    return dict(sorted(best.items(), key=lambda item: item[1], reverse=True)[:k])
 
 
 class EngineError(RuntimeError):
@@ -83,6 +113,12 @@ class Engine(ABC):
 
         `tools` (OpenAI function schemas) are given to the model natively: in the request
         to a chat server, or through the tokenizer's chat template."""
+
+    async def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        """Continue raw prompt text (the OpenAI completions API), with no chat rendering.
+
+        Base-model judges use it for few-shot prompts. Only `params.stop_strings` end it."""
+        raise EngineError(f"the {self.name} engine cannot continue raw prompt text (no completions API)")
 
     async def generate_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
         """One completion continuing `prompt_ids` exactly (no re-tokenization), with its token ids."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rewards.types import Message
-from trainer.engines.base import EngineError, Generation, LocalEngine, SamplingParams
+from trainer.engines.base import EngineError, Generation, LocalEngine, SamplingParams, top_logprobs_by_text
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
 from trainer.engines.stops import cut_at_stop
 
@@ -102,9 +102,9 @@ class TransformersEngine(LocalEngine):
     ) -> TransformersEngine:
         """Load a model directory (or the embedded default, "gemma-3-270m")."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from trainer.models import resolve_model
+        from trainer.models import load_causal_lm, resolve_model
 
         path = resolve_model(name_or_path)
         if device == "auto":
@@ -114,7 +114,7 @@ class TransformersEngine(LocalEngine):
         else:
             torch_dtype = getattr(torch, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+        model = load_causal_lm(path, torch_dtype).to(device).eval()  # type: ignore[attr-defined]
         return cls(model, tokenizer, chat_format=chat_format, max_batch_size=max_batch_size, name=path.name)
 
     # -- Engine API --------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class TransformersEngine(LocalEngine):
             processors.append(TemperatureLogitsWarper(params.temperature))
         if sample and params.top_p < 1.0:
             processors.append(TopPLogitsWarper(params.top_p))
-        recorder = _LogprobRecorder() if params.logprobs else None
+        recorder = _LogprobRecorder(params.top_logprobs) if params.logprobs or params.top_logprobs else None
         if recorder:
             processors.append(recorder)
         if sample:
@@ -254,13 +254,15 @@ class TransformersEngine(LocalEngine):
                 logits_processor=processors or None,
             )
         completions_BT = output[:, width:]
-        logprobs_BT = recorder.finish(completions_BT).tolist() if recorder else None
+        logprobs_BT = recorder.finish(completions_BT).tolist() if recorder and params.logprobs else None
+        top_BT = self._top_texts(recorder) if recorder and params.top_logprobs else None
         results = []
         for b, (prompt, row) in enumerate(zip(prompts, completions_BT.tolist(), strict=True)):
             ids, ended = _cut_at_eos(row, self.eos_token_ids)
             text, ids, stopped = cut_at_stop(self.tokenizer, ids, params.stop, params.stop_after)
             ended = ended or stopped
             logprobs = tuple(logprobs_BT[b][: len(ids)]) if logprobs_BT else ()
+            top = tuple(top_BT[b][: len(ids)]) if top_BT else ()
             results.append(
                 Generation(
                     text=text,
@@ -269,9 +271,25 @@ class TransformersEngine(LocalEngine):
                     token_ids=tuple(ids),
                     logprobs_T=logprobs,
                     prompt_token_ids=tuple(prompt),
+                    top_logprobs_T=top,
                 )
             )
         return results
+
+    def _top_texts(self, recorder: _LogprobRecorder) -> list[list[dict[str, float]]]:
+        """Per row and step, the recorded top-k as decoded text -> logprob (see Generation)."""
+        topk_ids_BTK, topk_logprobs_BTK = recorder.top()
+        ids_BTK, logprobs_BTK = topk_ids_BTK.tolist(), topk_logprobs_BTK.tolist()
+        unique = sorted({i for row in ids_BTK for step in row for i in step})
+        text_of = dict(zip(unique, self.tokenizer.batch_decode([[i] for i in unique]), strict=True))
+        rows = []
+        for ids_TK, logprobs_TK in zip(ids_BTK, logprobs_BTK, strict=True):
+            steps = []
+            for ids_K, logprobs_K in zip(ids_TK, logprobs_TK, strict=True):
+                candidates = [(text_of[i], lp) for i, lp in zip(ids_K, logprobs_K, strict=True)]
+                steps.append(top_logprobs_by_text(candidates, len(ids_K)))
+            rows.append(steps)
+        return rows
 
 
 class _RowSampler:
@@ -308,15 +326,19 @@ class _RowSampler:
 
 
 class _LogprobRecorder:
-    """A logits processor that keeps each sampled token's logprob under the final sampling scores.
+    """A logits processor that keeps each sampled token's logprob under the final sampling scores,
+    and with `top_k` > 0 the k most likely token ids and their logprobs at each step.
 
     Placed after transformers' own processors (temperature, top-p), it sees the scores
-    sampling uses; at step t+1 the token chosen at step t is the last input id, so one
-    (B, V) row of the previous scores is all it holds.
+    sampling uses (for greedy, the model's own distribution); at step t+1 the token chosen at
+    step t is the last input id, so one (B, V) row of the previous scores is all it holds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, top_k: int = 0) -> None:
+        self.top_k = top_k
         self.logprobs: list[Any] = []  # one (B,) tensor per generated token
+        self.topk_ids: list[Any] = []  # one (B, K) tensor per generated token, when top_k > 0
+        self.topk_logprobs: list[Any] = []
         self.previous_BV: Any = None
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -326,7 +348,17 @@ class _LogprobRecorder:
             chosen_B = input_ids[:, -1]
             self.logprobs.append(self.previous_BV.gather(1, chosen_B[:, None])[:, 0])
         self.previous_BV = torch.log_softmax(scores.float(), dim=-1)
+        if self.top_k:
+            topk_logprobs_BK, topk_ids_BK = self.previous_BV.topk(min(self.top_k, scores.shape[1]), dim=-1)
+            self.topk_logprobs.append(topk_logprobs_BK)
+            self.topk_ids.append(topk_ids_BK)
         return scores
+
+    def top(self) -> tuple[Any, Any]:
+        """(B, T, K) ids and logprobs of the k most likely tokens at each generated step."""
+        import torch
+
+        return torch.stack(self.topk_ids, dim=1), torch.stack(self.topk_logprobs, dim=1)
 
     def finish(self, completions_BT: Any) -> Any:
         """(B, T) logprobs of the completion tokens (padding positions hold garbage)."""

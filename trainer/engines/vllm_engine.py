@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.engines.base import EngineError, Generation, LocalEngine, SamplingParams
+from trainer.engines.base import EngineError, Generation, LocalEngine, SamplingParams, top_logprobs_by_text
 from trainer.engines.chat_format import ChatFormat, ChatRenderer
 from trainer.engines.stops import cut_at_stop
 
@@ -70,8 +70,8 @@ class _WeightUpdate:
 class VLLMEngine(LocalEngine):
     """A vLLM `LLM` behind the Engine interface, taking new weights between rollouts.
 
-    Logprobs are those of the distribution sampled from (after temperature and top-p): the
-    engine is built with vLLM's `logprobs_mode="processed_logprobs"`.
+    Logprobs, and top logprobs, are those of the distribution sampled from (after temperature
+    and top-p): the engine is built with vLLM's `logprobs_mode="processed_logprobs"`.
     """
 
     def __init__(
@@ -98,6 +98,7 @@ class VLLMEngine(LocalEngine):
         self.requests_served = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ids = itertools.count()
+        self._texts: dict[int, str] = {}  # token id -> decoded text, for top logprobs
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name=f"{name}-generate", daemon=True)
         self._thread.start()
@@ -290,7 +291,8 @@ class VLLMEngine(LocalEngine):
             seed=params.seed,
             stop=list(params.stop_strings) or None,
             stop_token_ids=self.eos_token_ids,
-            logprobs=0 if params.logprobs else None,  # 0: only the sampled token's
+            # k: the sampled token's and the k most likely; 0: only the sampled token's
+            logprobs=params.top_logprobs or (0 if params.logprobs else None),
             detokenize=bool(params.stop_strings),  # stop strings need vLLM's text; otherwise we decode once
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
@@ -301,9 +303,12 @@ class VLLMEngine(LocalEngine):
             self.tokenizer, completion.token_ids, params.stop, params.stop_after
         )
         logprobs: tuple[float, ...] = ()
-        if request.params.logprobs:
-            steps = completion.logprobs[: len(ids)]  # one {token id: Logprob} per sampled token
+        top: tuple[dict[str, float], ...] = ()
+        steps = completion.logprobs[: len(ids)] if completion.logprobs else []  # {token id: Logprob} each
+        if params.logprobs:
             logprobs = tuple(float(step[token].logprob) for step, token in zip(steps, ids, strict=True))
+        if params.top_logprobs:
+            top = tuple(self._top(step, params.top_logprobs) for step in steps)
         return Generation(
             text=text,
             num_tokens=len(ids),
@@ -311,7 +316,26 @@ class VLLMEngine(LocalEngine):
             token_ids=tuple(ids),
             logprobs_T=logprobs,
             prompt_token_ids=tuple(request.prompt_ids),
+            top_logprobs_T=top,
         )
+
+    def _top(self, step: dict[int, Any], k: int) -> dict[str, float]:
+        """The k most likely ids of one step, by decoded text (see Generation.top_logprobs_T).
+
+        vLLM's step holds the top k and the sampled token (k + 1 entries when it is not among
+        them): that one goes before texts merge, so that the result describes the same k ids as
+        the transformers engine's. Texts are decoded here: vLLM detokenizes only when stop
+        strings need it.
+        """
+        likeliest = sorted(step.items(), key=lambda item: item[1].logprob, reverse=True)[:k]
+        return top_logprobs_by_text([(self._token_text(i), float(lp.logprob)) for i, lp in likeliest], k)
+
+    def _token_text(self, token_id: int) -> str:
+        """One token's text as OpenAI reports it (memoized: judges ask for the same few tokens)."""
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     def _apply(self, update: _WeightUpdate) -> None:
         try:
