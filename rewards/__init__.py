@@ -14,6 +14,7 @@ from rewards.code_tests import (
 )
 from rewards.compose import WeightedSum
 from rewards.extract import extract_answer, extract_answer_line, extract_boxed, extract_code, extract_tag
+from rewards.judges import judge_pairwise, judge_pointwise, judge_reference, tournament
 from rewards.math_equivalence import MathEquivalence, MathVerifier, verify_answer
 from rewards.registry import (
     UnknownRewardError,
@@ -45,8 +46,25 @@ for _name, _factory in {
     "soft_overlong": SoftOverlongPenalty,
     "code_tests": CodeTestsReward,
     "remote": remote_reward,
+    "judge_pairwise": judge_pairwise,
+    "judge_pointwise": judge_pointwise,
+    "judge_reference": judge_reference,
+    "tournament": tournament,
 }.items():
     register_reward(_name, _factory)
+
+
+def preference_model_reward(path: str, batch_size: int = 32, device: str | None = None) -> Reward:
+    """A Bradley–Terry reward model trained on judge preferences (indirect RLAIF).
+
+    Imports torch only when built (rewards.preference_model), so `rewards` stays importable without it.
+    """
+    from rewards.preference_model import PreferenceModelReward
+
+    return PreferenceModelReward(path, batch_size=batch_size, device=device)
+
+
+register_reward("preference_model", preference_model_reward)
 load_reward_plugins()
 
 __all__ = [

@@ -41,6 +41,21 @@ def message(role: Role, content: str) -> Message:
     return {"role": role, "content": content}
 
 
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The text of the last user message ("" when there is none): the instruction a reply answers.
+
+    OpenAI content parts (`[{"type": "text", "text": ...}]`) count by their text parts."""
+    for turn in reversed(messages):
+        if turn.get("role") == "user":
+            content = turn.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return ""
+    return ""
+
+
 @dataclass(frozen=True)
 class Sample:
     """What a reward sees: one finished (or in-progress) conversation and the task's key.
