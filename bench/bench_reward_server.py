@@ -33,21 +33,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
-
-import httpx
 
 from rewards import Reward, RewardClient, Sample, Score, make_reward
 from rewards.math_equivalence import MathEquivalence
+from trainer.local_server import rewardgym_server
 
 REWARDS = ("exact_match", "math")
 BATCH_SIZES = (1, 16, 256)
@@ -182,68 +176,14 @@ async def latency(score: ScoreFn, batches: list[list[Sample]], seconds: float, c
 # -- the server ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def reward_server(workers: int, timeout_s: float = 180.0) -> Iterator[str]:
     """`rewardgym serve` as a subprocess (its own process group); stopped however we leave."""
-    port = free_port()
-    command = [sys.executable, "-m", "rewardgym", "serve", "--port", str(port), "--workers", str(workers)]
+    argv = ["serve", "--workers", str(workers)]
     for name in REWARDS:
-        command += ["--reward", name]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_us
-        )
-        try:
-            wait_healthy(proc, url, log, timeout_s)
-            yield url
-        finally:
-            stop(proc)
-
-
-def die_with_us() -> None:
-    """In the server, before exec: get SIGTERM (a graceful uvicorn shutdown) if this benchmark
-    dies without stopping it (SIGKILL, a crash). Its own session keeps a terminal's Ctrl-C for us."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: IO[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            log.seek(0)
-            output = log.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"the server exited with {proc.returncode}:\n{output}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not answer /health within {timeout_s:g} s")
-        time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (uvicorn shuts down gracefully, workers too), then SIGKILL to its group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError):  # uvicorn workers or pool processes left over
-        os.killpg(proc.pid, signal.SIGKILL)
+        argv += ["--reward", name]
+    with rewardgym_server(argv, timeout_s=timeout_s) as url:
+        yield url
 
 
 async def warm_server(client: RewardClient, pools: dict[str, list[Sample]], rounds: int = 3) -> None:

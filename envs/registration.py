@@ -150,6 +150,12 @@ def register_builtin_envs() -> None:
         "over its 60 documents (needs the tools extra); normalised exact match.",
     )
     register_env(
+        f"{NAMESPACE}/Preference-v0",
+        "envs.preference_env:PreferenceEnv",
+        description="Open-ended writing prompts (60) rewarded by a pairwise judge tournament within "
+        "each group (direct RLAIF); default judge: local Gemma 270M on :8001 (serve-model).",
+    )
+    register_env(
         f"{NAMESPACE}/ReasoningGym-v0",
         "envs.reasoning_gym_env:ReasoningGymEnv",
         description="Any reasoning-gym generator (dataset=...), scored by reasoning-gym's own verifier.",

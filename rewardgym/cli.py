@@ -9,6 +9,7 @@ rewardgym serve-sandbox   serve the code sandbox over SandboxFusion's /run_code 
 rewardgym prepare-model   convert the embedded default model now
 rewardgym train           train a policy with GRPO, Dr. GRPO, DAPO or GSPO (torchrun for several processes)
 rewardgym plot            plot a training run's metrics to PNGs
+rewardgym rlaif           indirect RLAIF (collect, train-rm) and direct vs. indirect (compare)
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from rewardgym.rlaif_cli import add_rlaif, run_rlaif
 
 console = Console(stderr=True)
 
@@ -545,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="plot a training run's metrics.jsonl to PNGs")
     plot.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the training run's directory")
     plot.add_argument("--out", type=Path, metavar="DIR", help="where the PNGs go (default RUN_DIR/plots)")
+    add_rlaif(sub)
     return parser
 
 
@@ -553,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     from envs import SuiteError, TaskFileError, UnknownEnvError
     from rewards import UnknownRewardError
     from rewards.config_file import ConfigFileError
+    from rewards.preference_data import PreferenceFileError
     from sandbox import SandboxError
     from trainer import ModelNotFoundError
 
@@ -568,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             "prepare-model": _prepare_model,
             "plot": _plot,
             "train": _train,
+            "rlaif": run_rlaif,
         }
         return handlers[args.command](args)
     except (
@@ -579,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         ModelNotFoundError,
         SandboxError,
         ConfigFileError,
+        PreferenceFileError,
     ) as exc:
         return _fail(str(exc))
     except ImportError as exc:

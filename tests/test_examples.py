@@ -49,7 +49,10 @@ def test_example_training_configs_are_valid(config: str) -> None:
     from trainer.config import TrainConfig
 
     loaded = TrainConfig.load(EXAMPLES / config, [])
-    if loaded.rollout.env is not None:
+    if "reward_model" in loaded.rollout.env_kwargs:  # made by `rewardgym rlaif train-rm` first
+        with pytest.raises(ValueError, match="preference model directory not found"):
+            envs.make(loaded.rollout.env, **loaded.rollout.env_kwargs)
+    elif loaded.rollout.env is not None:
         envs.make(loaded.rollout.env, **loaded.rollout.env_kwargs).close()  # the env accepts its settings
     else:
         assert loaded.rollout.suite is not None and envs.get_suite(loaded.rollout.suite)

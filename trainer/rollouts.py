@@ -14,7 +14,7 @@ import asyncio
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +51,7 @@ class RolloutGroup:
     rewards_G: tuple[float, ...]  # episode reward plus the group reward, NaN where it failed
     slot: int  # position in the step, for reproducible ordering
     group_error: str | None = None  # why the group reward failed, if it did
+    group_metrics: Mapping[str, float] = field(default_factory=dict)  # the group reward's own (tie rate, ...)
 
     @property
     def failed(self) -> bool:
@@ -171,7 +172,7 @@ class RolloutCollector:
                         for i, (env, log) in enumerate(zip(group.envs, logs, strict=True))
                     )
                 )
-                rewards, group_error = await self._group_rewards(group, episodes)
+                rewards, group_error, group_metrics = await self._group_rewards(group, episodes)
             finally:
                 self._idle[member.name].append(group)
         trajectories = tuple(
@@ -193,21 +194,25 @@ class RolloutCollector:
             rewards_G=rewards,
             slot=slot,
             group_error=group_error,
+            group_metrics=group_metrics,
         )
 
     async def _group_rewards(
         self, group: EnvGroup, episodes: Sequence[EpisodeResult]
-    ) -> tuple[tuple[float, ...], str | None]:
-        """Rewards with the group reward added, and the group reward's error if it failed."""
+    ) -> tuple[tuple[float, ...], str | None, Mapping[str, float]]:
+        """Rewards with the group reward added, the group reward's error if it failed, and the
+        metrics it reported (in any score's `info["group_metrics"]`, e.g. a tournament's)."""
         rewards = tuple(e.reward for e in episodes)
         if group.group_reward is None or any(math.isnan(r) for r in rewards):
-            return rewards, None
+            return rewards, None, {}
         try:
             result = await group.finish()
         except Exception as exc:  # the group is skipped and counted; the message is kept
-            return tuple(math.nan for _ in rewards), f"{type(exc).__name__}: {exc}"
-        errors = [s.error for s in result.group_scores_G or () if s.error]
-        return result.rewards_G, errors[0] if errors else None
+            return tuple(math.nan for _ in rewards), f"{type(exc).__name__}: {exc}", {}
+        scores = result.group_scores_G or ()
+        errors = [s.error for s in scores if s.error]
+        metrics = next((s.info["group_metrics"] for s in scores if "group_metrics" in s.info), {})
+        return result.rewards_G, errors[0] if errors else None, dict(metrics)
 
     def _acquire(self, member: SuiteMember) -> EnvGroup:
         idle = self._idle[member.name]

@@ -35,11 +35,13 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
         rollouts.sampled,
         sum(t.num_sampled for g in rollouts.groups for t in g.trajectories),
     ]
+    group_metrics = [dict(g.group_metrics) for g in [*rollouts.groups, *rollouts.failed] if g.group_metrics]
     if world_size > 1:
         gathered: list[Any] = [None] * world_size
-        dist.all_gather_object(gathered, (rows, counts))
-        rows = [row for part, _ in gathered for row in part]
-        counts = [sum(c) for c in zip(*(c for _, c in gathered), strict=True)]
+        dist.all_gather_object(gathered, (rows, counts, group_metrics))
+        rows = [row for part, _, _ in gathered for row in part]
+        counts = [sum(c) for c in zip(*(c for _, c, _ in gathered), strict=True)]
+        group_metrics = [m for _, _, part in gathered for m in part]
     trained, failed, zero_std, dropped, sampled, sampled_tokens = counts
     rewards = [r for _, r, _, _, _ in rows]
     metrics: dict[str, float] = {
@@ -70,6 +72,13 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
         metrics[f"component/{name}/mean"] = statistics.fmean(values)
     for name, values in by_env_metric.items():
         metrics[f"env_metric/{name}/mean"] = statistics.fmean(values)
+    by_group_metric: dict[str, list[float]] = defaultdict(list)
+    for group in group_metrics:  # the group reward's own: a tournament's tie rate, failed matchups, ...
+        for name, value in group.items():
+            if not math.isnan(value):
+                by_group_metric[name].append(float(value))
+    for name, values in by_group_metric.items():
+        metrics[f"group_metric/{name}/mean"] = statistics.fmean(values)
     if rollouts.failed:
         logger.warning(
             "step skipped %d failed group(s); first error: %s",
