@@ -25,7 +25,7 @@ def test_local_directories_pass_through_and_bad_paths_are_explained(
     with pytest.raises(ModelNotFoundError, match=r"is not a local directory.*'gemma-3-270m'"):
         resolve_model(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotFoundError, match=r"has no config\.json"):
+    with pytest.raises(ModelNotFoundError, match=r"has neither config\.json nor adapter_config\.json"):
         resolve_model(tmp_path / "empty")
 
 

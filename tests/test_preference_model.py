@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards import Sample, make_reward, message
+from rewards import RewardClient, Sample, make_reward, message
 from rewards.preference_data import (
     PreferenceFileError,
     PreferenceRecord,
@@ -26,6 +26,8 @@ from rewards.preference_data import (
     split_by_prompt,
     write_preferences,
 )
+
+from conftest import free_port, served
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -430,3 +432,26 @@ def test_save_load_gives_identical_scores_and_reward_scores_samples(trained, min
     # The prompt is the last user message, so the multi-turn sample scores like the single-turn one.
     assert scores[4].value == pytest.approx(scores[0].value, abs=1e-5)
     assert scores[0].value == pytest.approx(model.reward(question, nice), abs=1e-5)
+
+
+def test_the_reward_server_hosts_a_trained_preference_model(tiny_bert: Path, tmp_path: Path) -> None:
+    """`rewardgym serve` with the named reward `preference_model`: the same scores over HTTP."""
+    model, _ = train_preference_model(
+        politeness_records(pairs_per_prompt=1), encoder=str(tiny_bert), epochs=5, progress=False
+    )
+    saved = model.save(tmp_path / "pm")
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[[rewards]]\nname = "rm"\nreward = "preference_model"\nparams = {{ path = "{saved}" }}\n'
+    )
+    samples = samples_for(QA[0][0], QA[0][1], "no.", "")
+
+    async def score(url: str) -> list:
+        async with RewardClient(url) as client:
+            return await client.score("rm", samples)
+
+    with served(["serve", "--config", str(config)], free_port()) as url:
+        remote = asyncio.run(score(url))
+    local = model.rewards([QA[0][0]] * 3, [QA[0][1], "no.", ""])
+    assert all(s.error is None for s in remote)
+    assert [s.value for s in remote] == pytest.approx(local, abs=1e-5)
