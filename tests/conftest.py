@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,26 @@ def run_with_plugin(
         text=True,
         timeout=120,
     )
+
+
+def expected_top(tokenizer: Any, logprobs_V: Any, k: int) -> dict[str, float]:
+    """The k most likely ids of one step, by decoded text, keeping the max of texts that merge
+    (what an engine's `top_logprobs_T` should hold for that step)."""
+    best: dict[str, float] = {}
+    values, ids = logprobs_V.topk(k)
+    for token, value in zip(ids.tolist(), values.tolist(), strict=True):
+        text = tokenizer.decode([token])
+        if value > -math.inf:
+            best[text] = max(best.get(text, -math.inf), value)
+    return best
+
+
+def assert_same_top(actual: Mapping[str, float], expected: Mapping[str, float], tol: float = 1e-4) -> None:
+    """Same texts and logprobs; a text within `tol` of the k-th value may trade places (float ties)."""
+    floor = min(expected.values()) + tol
+    assert {t for t, v in actual.items() if v > floor} == {t for t, v in expected.items() if v > floor}
+    for text in actual.keys() & expected.keys():
+        assert actual[text] == pytest.approx(expected[text], abs=tol)
 
 
 def free_port() -> int:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from trainer import EngineError, SamplingParams, TransformersEngine
 from trainer.engines import render_plain
+
+from conftest import assert_same_top, expected_top
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
 
@@ -220,25 +221,6 @@ def test_a_seeded_request_samples_the_same_alone_or_in_any_batch(engine: Transfo
     results = asyncio.run(crowded())
     assert results[-1].token_ids == alone.token_ids
     assert len({r.token_ids for r in results[:-1]}) > 1  # different seeds, different samples
-
-
-def expected_top(tokenizer: Any, logprobs_V: Any, k: int) -> dict[str, float]:
-    """The k most likely ids of one step, by decoded text, keeping the max of texts that merge."""
-    best: dict[str, float] = {}
-    values, ids = logprobs_V.topk(k)
-    for token, value in zip(ids.tolist(), values.tolist(), strict=True):
-        text = tokenizer.decode([token])
-        if value > -math.inf:
-            best[text] = max(best.get(text, -math.inf), value)
-    return best
-
-
-def assert_same_top(actual: Mapping[str, float], expected: Mapping[str, float], tol: float = 1e-4) -> None:
-    """Same texts and logprobs; a text within `tol` of the k-th value may trade places (float ties)."""
-    floor = min(expected.values()) + tol
-    assert {t for t, v in actual.items() if v > floor} == {t for t, v in expected.items() if v > floor}
-    for text in actual.keys() & expected.keys():
-        assert actual[text] == pytest.approx(expected[text], abs=tol)
 
 
 def test_greedy_top_logprobs_are_the_models_own_distribution(engine: TransformersEngine) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import math
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from trainer.engines import EngineError, Generation, SamplingParams, Transformer
 from trainer.engines.stops import ids_before
 from trainer.engines.vllm_engine import VLLMEngine
 
-from conftest import build_tiny_model
+from conftest import assert_same_top, build_tiny_model, expected_top
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
 PROMPTS = [
@@ -176,25 +176,6 @@ def test_logprobs_are_those_of_the_distribution_sampled_from(
         assert generation.logprobs_T == pytest.approx(expected[:, 0].tolist(), abs=1e-3)
 
 
-def expected_top(tokenizer: Any, logprobs_V: Any, k: int) -> dict[str, float]:
-    """The k most likely ids of one step, by decoded text, keeping the max of texts that merge."""
-    best: dict[str, float] = {}
-    values, ids = logprobs_V.topk(k)
-    for token, value in zip(ids.tolist(), values.tolist(), strict=True):
-        text = tokenizer.decode([token])
-        if value > -math.inf:
-            best[text] = max(best.get(text, -math.inf), value)
-    return best
-
-
-def assert_same_top(actual: Mapping[str, float], expected: Mapping[str, float], tol: float = 1e-3) -> None:
-    """Same texts and logprobs; a text within `tol` of the k-th value may trade places (float ties)."""
-    floor = min(expected.values()) + tol
-    assert {t for t, v in actual.items() if v > floor} == {t for t, v in expected.items() if v > floor}
-    for text in actual.keys() & expected.keys():
-        assert actual[text] == pytest.approx(expected[text], abs=tol)
-
-
 def test_greedy_top_logprobs_equal_the_transformers_engine(engine: VLLMEngine, hf_model: Any) -> None:
     """The k most likely tokens per step, without `logprobs` set, as transformers reports them."""
     prompts = [engine.renderer.prompt_ids(m) for m in PROMPTS]
@@ -212,7 +193,7 @@ def test_greedy_top_logprobs_equal_the_transformers_engine(engine: VLLMEngine, h
         ):
             assert next(iter(top)) == engine.tokenizer.decode([token])  # greedy: the argmax, first
             assert 0 < len(top) <= 5
-            assert_same_top(top, want_top)
+            assert_same_top(top, want_top, tol=1e-3)
 
 
 def test_top_logprobs_are_those_of_the_distribution_sampled_from(engine: VLLMEngine, hf_model: Any) -> None:
@@ -232,7 +213,7 @@ def test_top_logprobs_are_those_of_the_distribution_sampled_from(engine: VLLMEng
             assert 0 < len(top) <= 20 and all(v > -math.inf for v in top.values())
             assert list(top.values()) == sorted(top.values(), reverse=True)
             assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-4
-            assert_same_top(top, expected_top(engine.tokenizer, logprobs_TV[t], 20))
+            assert_same_top(top, expected_top(engine.tokenizer, logprobs_TV[t], 20), tol=1e-3)
             assert generation.logprobs_T[t] <= max(top.values()) + 1e-6
 
 

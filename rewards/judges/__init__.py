@@ -11,7 +11,13 @@ The registered factories below take the judge as a table of `JudgeConfig` settin
 from collections.abc import Mapping
 from typing import Any
 
-from rewards.judges.asking import UNPARSEABLE_POLICIES, Unparseable, UnparseableVerdict, ask_for_verdict
+from rewards.judges.asking import (
+    UNPARSEABLE_POLICIES,
+    Judge,
+    Unparseable,
+    UnparseableVerdict,
+    ask_for_verdict,
+)
 from rewards.judges.bradley_terry import bradley_terry
 from rewards.judges.cache import JudgeCache
 from rewards.judges.client import JudgeClient, JudgeReply, JudgeSampling, JudgeStats, JudgeUnavailable
@@ -71,6 +77,7 @@ __all__ = [
     "SCHEDULES",
     "SCORINGS",
     "UNPARSEABLE_POLICIES",
+    "Judge",
     "JudgeCache",
     "JudgeClient",
     "JudgeConfig",

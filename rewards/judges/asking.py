@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Literal, TypeVar
 
+from rewards.base import Reward
 from rewards.judges.client import JudgeClient, JudgeReply, JudgeSampling
+from rewards.judges.prompts import JudgePrompt
 from rewards.types import Message
 
 Unparseable = Literal["resample", "error", "neutral"]
@@ -70,3 +72,42 @@ async def ask_for_verdict(
     if on_unparseable == "neutral":
         return None
     raise UnparseableVerdict(replies)
+
+
+class Judge(Reward):
+    """What every judge shares: a client, a prompt, chat or plain text, sampling, and the
+    unparseable policy. Subclasses build queries and read verdicts."""
+
+    def __init__(
+        self,
+        client: JudgeClient,
+        prompt: JudgePrompt,
+        *,
+        chat: bool | None,
+        sampling: JudgeSampling | None,
+        on_unparseable: Unparseable,
+        resamples: int,
+        name: str,
+    ) -> None:
+        """`chat`: ask with chat messages (instruction-tuned judges) or plain text (base models);
+        None picks by the client's engine (`api="completions"` means text)."""
+        check_policy(on_unparseable, resamples)
+        self.client = client
+        self.prompt = prompt
+        self.chat = chat if chat is not None else getattr(client.engine, "api", "chat") == "chat"
+        self.sampling = sampling or JudgeSampling()
+        self.on_unparseable: Unparseable = on_unparseable
+        self.resamples = resamples
+        self.name = name
+
+    async def ask(self, query: str, read: Callable[[JudgeReply], T | None]) -> T | None:
+        """The verdict on one query under this judge's prompt and policy (see `ask_for_verdict`)."""
+        question = self.prompt.render(query, chat=self.chat)
+        return await ask_for_verdict(
+            self.client,
+            question,
+            self.sampling,
+            read,
+            on_unparseable=self.on_unparseable,
+            resamples=self.resamples,
+        )

@@ -15,8 +15,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-from rewards.base import Reward
-from rewards.judges.asking import Unparseable, UnparseableVerdict, ask_for_verdict, check_policy
+from rewards.judges.asking import Judge, Unparseable, UnparseableVerdict
 from rewards.judges.client import JudgeClient, JudgeReply, JudgeSampling, JudgeUnavailable
 from rewards.judges.prompts import JudgePrompt, pair_query, pairwise_prompt, prompt_text
 from rewards.judges.verdicts import read_choice
@@ -51,7 +50,7 @@ class PairVerdict:
         return self.error is None
 
 
-class PairwiseJudge(Reward):
+class PairwiseJudge(Judge):
     """A judge model comparing two responses, in both orders by default."""
 
     name = "judge_pairwise"
@@ -69,23 +68,21 @@ class PairwiseJudge(Reward):
         resamples: int = 2,
         name: str = "judge_pairwise",
     ) -> None:
-        """`chat`: ask with chat messages (instruction-tuned judges) or plain text (base models);
-        None picks by the client's engine (`api="completions"` means text)."""
-        check_policy(on_unparseable, resamples)
-        self.client = client
-        self.prompt = prompt or pairwise_prompt(ties=ties)
+        super().__init__(
+            client,
+            prompt or pairwise_prompt(ties=ties),
+            chat=chat,
+            sampling=sampling,
+            on_unparseable=on_unparseable,
+            resamples=resamples,
+            name=name,
+        )
         self.labels: tuple[str, ...] = ("A", "B", "tie") if ties else ("A", "B")
         self.both_positions = both_positions
-        self.chat = chat if chat is not None else getattr(client.engine, "api", "chat") == "chat"
-        self.sampling = sampling or JudgeSampling()
-        self.on_unparseable: Unparseable = on_unparseable
-        self.resamples = resamples
-        self.name = name
 
     async def judge_order(self, prompt: str, a: str, b: str, *, swapped: bool) -> OrderVerdict:
         """One question, with B shown first when `swapped`. Raises on failure."""
         shown = (b, a) if swapped else (a, b)
-        question = self.prompt.render(pair_query(prompt, *shown), chat=self.chat)
 
         def read(reply: JudgeReply) -> tuple[float, Verdict, str] | None:
             choice = read_choice(reply.text, reply.top_logprobs_T, self.labels)
@@ -98,14 +95,7 @@ class PairwiseJudge(Reward):
                 p_first = _OUTCOME[label]
             return p_first, label, choice.source
 
-        read_verdict = await ask_for_verdict(
-            self.client,
-            question,
-            self.sampling,
-            read,
-            on_unparseable=self.on_unparseable,
-            resamples=self.resamples,
-        )
+        read_verdict = await self.ask(pair_query(prompt, *shown), read)
         if read_verdict is None:
             return OrderVerdict(0.5, "tie", swapped, "neutral")
         p_first, label, source = read_verdict

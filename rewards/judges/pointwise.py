@@ -8,8 +8,7 @@ the task's reference answer; with logprobs its value is P(yes).
 
 from __future__ import annotations
 
-from rewards.base import Reward
-from rewards.judges.asking import Unparseable, ask_for_verdict, check_policy
+from rewards.judges.asking import Judge, Unparseable
 from rewards.judges.client import JudgeClient, JudgeReply, JudgeSampling
 from rewards.judges.prompts import (
     DEFAULT_CONSTITUTION,
@@ -24,11 +23,7 @@ from rewards.judges.verdicts import expected_score, read_choice, score_in_text
 from rewards.types import Sample, Score
 
 
-def _chat_default(client: JudgeClient, chat: bool | None) -> bool:
-    return chat if chat is not None else getattr(client.engine, "api", "chat") == "chat"
-
-
-class PointwiseJudge(Reward):
+class PointwiseJudge(Judge):
     """A score from `low` to `high` by a rubric (or constitution), reported in [0, 1]."""
 
     name = "judge_pointwise"
@@ -50,15 +45,16 @@ class PointwiseJudge(Reward):
     ) -> None:
         if low >= high:
             raise ValueError(f"the score range needs low < high, got {low}..{high}")
-        check_policy(on_unparseable, resamples)
-        self.client = client
+        super().__init__(
+            client,
+            prompt or pointwise_prompt(rubric or DEFAULT_CONSTITUTION, low, high, few_shot=few_shot),
+            chat=chat,
+            sampling=sampling,
+            on_unparseable=on_unparseable,
+            resamples=resamples,
+            name=name,
+        )
         self.low, self.high = low, high
-        self.prompt = prompt or pointwise_prompt(rubric or DEFAULT_CONSTITUTION, low, high, few_shot=few_shot)
-        self.chat = _chat_default(client, chat)
-        self.sampling = sampling or JudgeSampling()
-        self.on_unparseable: Unparseable = on_unparseable
-        self.resamples = resamples
-        self.name = name
 
     def _read(self, reply: JudgeReply) -> tuple[float, str] | None:
         expected = expected_score(reply.top_logprobs_T, self.low, self.high)
@@ -68,15 +64,7 @@ class PointwiseJudge(Reward):
         return None if value is None else (value, "text")
 
     async def compute(self, sample: Sample) -> Score:
-        question = self.prompt.render(single_query(prompt_text(sample), sample.completion), chat=self.chat)
-        verdict = await ask_for_verdict(
-            self.client,
-            question,
-            self.sampling,
-            self._read,
-            on_unparseable=self.on_unparseable,
-            resamples=self.resamples,
-        )
+        verdict = await self.ask(single_query(prompt_text(sample), sample.completion), self._read)
         raw, source = verdict if verdict is not None else ((self.low + self.high) / 2, "neutral")
         return Score(
             value=(raw - self.low) / (self.high - self.low),
@@ -85,7 +73,7 @@ class PointwiseJudge(Reward):
         )
 
 
-class ReferenceJudge(Reward):
+class ReferenceJudge(Judge):
     """Does the completion give the same answer as `sample.reference`? Value = P(yes)."""
 
     name = "judge_reference"
@@ -102,14 +90,15 @@ class ReferenceJudge(Reward):
         resamples: int = 2,
         name: str = "judge_reference",
     ) -> None:
-        check_policy(on_unparseable, resamples)
-        self.client = client
-        self.prompt = prompt or reference_prompt(few_shot=few_shot)
-        self.chat = _chat_default(client, chat)
-        self.sampling = sampling or JudgeSampling()
-        self.on_unparseable: Unparseable = on_unparseable
-        self.resamples = resamples
-        self.name = name
+        super().__init__(
+            client,
+            prompt or reference_prompt(few_shot=few_shot),
+            chat=chat,
+            sampling=sampling,
+            on_unparseable=on_unparseable,
+            resamples=resamples,
+            name=name,
+        )
 
     def _read(self, reply: JudgeReply) -> tuple[float, str] | None:
         choice = read_choice(reply.text, reply.top_logprobs_T, ("yes", "no"))
@@ -123,13 +112,6 @@ class ReferenceJudge(Reward):
         if sample.reference is None:
             raise ValueError("the reference judge needs the gold answer in sample.reference")
         query = reference_query(prompt_text(sample), sample.completion, str(sample.reference))
-        verdict = await ask_for_verdict(
-            self.client,
-            self.prompt.render(query, chat=self.chat),
-            self.sampling,
-            self._read,
-            on_unparseable=self.on_unparseable,
-            resamples=self.resamples,
-        )
+        verdict = await self.ask(query, self._read)
         p_yes, source = verdict if verdict is not None else (0.5, "neutral")
         return Score(value=p_yes, passed=p_yes > 0.5, components={"p_yes": p_yes}, info={"source": source})
