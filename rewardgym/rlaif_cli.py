@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -153,7 +154,7 @@ def _train_rm(args: argparse.Namespace) -> int:
         )
         model.save(args.out)
     except (EncoderNotFoundError, PreferenceModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     console.print(
         f"reward model saved to {args.out}: {report.n_train} training pairs, {report.n_eval} held out, "
@@ -161,7 +162,8 @@ def _train_rm(args: argparse.Namespace) -> int:
         f"{report.eval_agreement:.3f} (length baseline {report.length_baseline_eval_agreement:.3f})"
     )
     console.print(
-        f"serve it: rewardgym serve with a [[rewards]] reward = 'preference_model', path = '{args.out}'"
+        "serve it: rewardgym serve with a \\[\\[rewards]] entry: reward = 'preference_model', "
+        f"params = {{ path = '{escape(str(args.out))}' }}"
     )
     return 0
 
