@@ -2,7 +2,8 @@
 
 Single-turn (`max_attempts=1`): one reply, scored by math equivalence of its final answer.
 Multi-turn: a wrong answer gets feedback ("That is not right, try again") until the model
-is right or has used `max_attempts` replies. For base models, `few_shot` puts worked
+is right or has used `max_attempts` replies; a reply the verifier fails on (timeout, crash)
+ends the episode with that error, a NaN reward. For base models, `few_shot` puts worked
 examples in front of the problem so that the model learns the answer format.
 """
 
@@ -14,7 +15,7 @@ from envs.core import Episode, MultiTurnEnv, Reaction
 from envs.tasks import Split, Task, TaskSource, bundled_tasks, resolve_tasks
 from rewards.base import Reward
 from rewards.compose import WeightedSum
-from rewards.extract import DEFAULT_FORMATS, AnswerFormat
+from rewards.extract import DEFAULT_FORMATS, AnswerFormat, check_formats
 from rewards.math_equivalence import MathEquivalence
 from rewards.rules import FormatReward
 from rewards.types import Message
@@ -62,6 +63,7 @@ class MathEnv(MultiTurnEnv):
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        answer_formats = check_formats(answer_formats)  # an unknown format fails here, not on every item
         examples = bundled_tasks("math_fewshot")
         if not 0 <= few_shot <= len(examples):
             raise ValueError(f"few_shot must be between 0 and {len(examples)}, got {few_shot}")
@@ -90,6 +92,8 @@ class MathEnv(MultiTurnEnv):
 
     async def react(self, episode: Episode) -> Reaction:
         score = await self.score(episode)
-        if score.passed or episode.turns >= self.max_attempts:
+        # A verifier failure (a timeout on a hostile answer) ends the episode as an error item:
+        # telling the model "not right" would score the reply as wrong without knowing.
+        if score.error is not None or score.passed or episode.turns >= self.max_attempts:
             return Reaction(done=True, score=score)
         return Reaction(messages=({"role": "user", "content": self.feedback},), score=score)

@@ -18,6 +18,7 @@ member and the weighted mean.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +99,18 @@ class Suite:
             extra = set(raw) - {"env", "weight", "kwargs", "label"}
             if extra:
                 raise SuiteError(f"{where}: member {i} has unknown keys {sorted(extra)}")
+            member = f"{where}: member {i} ({raw['env']!r})"
+            weight = raw.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise SuiteError(f"{member}: 'weight' must be a finite number, got {weight!r}")
+            kwargs = raw.get("kwargs") or {}
+            if not isinstance(kwargs, Mapping):
+                raise SuiteError(f"{member}: 'kwargs' must be a table of keyword arguments, got {kwargs!r}")
             members.append(
                 SuiteMember(
                     env_id=str(raw["env"]),
-                    weight=float(raw.get("weight", 1.0)),
-                    kwargs=dict(raw.get("kwargs") or {}),
+                    weight=float(weight),
+                    kwargs=dict(kwargs),
                     label=str(raw.get("label", "")),
                 )
             )

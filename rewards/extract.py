@@ -2,40 +2,61 @@
 
 Models state answers as `\\boxed{...}`, as an `Answer: ...` line, or inside `<answer>`
 tags. Each extractor returns the last such answer (models often restate), or None.
+
+Every extractor runs in time linear in the text: they run in the caller's process, outside
+any worker deadline, on replies that may be megabytes of adversarial junk (`\\boxed{`
+repeated, `<answer>` repeated, a million spaces after "answer").
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 AnswerFormat = Literal["boxed", "answer_line", "answer_tag"]
+ANSWER_FORMATS: tuple[AnswerFormat, ...] = get_args(AnswerFormat)
 DEFAULT_FORMATS: tuple[AnswerFormat, ...] = ("boxed", "answer_line")
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*+\{")
+_BRACE = re.compile(r"[{}]")
+# Possessive quantifiers: backtracking over the whitespace runs made this quadratic.
 _ANSWER_LINE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*(?P<answer>[^\n]*)",
+    r"(?:final\s++answer|answer)\s*+(?:is)?\s*+[:：]\s*+(?P<answer>[^\n]*+)",
     re.IGNORECASE,
 )
-_TAG_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def check_formats(formats: Sequence[AnswerFormat] | str) -> tuple[AnswerFormat, ...]:
+    """The formats as a tuple, or a ValueError naming an unknown one (a lone string is one format)."""
+    chosen = (formats,) if isinstance(formats, str) else tuple(formats)
+    for fmt in chosen:
+        if fmt not in ANSWER_FORMATS:
+            raise ValueError(f"unknown answer format {fmt!r}; use one of {', '.join(ANSWER_FORMATS)}")
+    return chosen  # type: ignore[return-value]
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (braces balanced), or None."""
-    result = None
-    for match in _BOXED.finditer(text):
-        depth = 1
-        for i in range(match.end(), len(text)):
-            char = text[i]
-            if char == "{":
-                depth += 1
-            elif char == "}":
-                depth -= 1
-                if depth == 0:
-                    result = text[match.end() : i].strip()
-                    break
-    return result
+    """Content of the last `\\boxed{...}` whose braces balance, or None.
+
+    One pass with a stack of open braces, over only the stretch that can matter: from the
+    first box to the last `}`. An unclosed `\\boxed{` costs nothing more.
+    """
+    box_starts = {m.end() - 1: m.end() for m in _BOXED.finditer(text)}  # its `{` -> content start
+    if not box_starts:
+        return None
+    first, last = min(box_starts), text.rfind("}")
+    stack: list[int] = []  # content start of an open box, or -1 for a plain `{`
+    best_start, best_end = -1, -1
+    for brace in _BRACE.finditer(text, first, last + 1):
+        at = brace.start()
+        if brace.group() == "{":
+            stack.append(box_starts.get(at, -1))
+        elif stack:
+            start = stack.pop()
+            if start > best_start:  # the box opened last wins, as when scanning box by box
+                best_start, best_end = start, at
+    return text[best_start:best_end].strip() if best_start >= 0 else None
 
 
 def extract_answer_line(text: str) -> str | None:
@@ -52,32 +73,35 @@ def extract_answer_line(text: str) -> str | None:
 
 
 def extract_tag(text: str, tag: str = "answer") -> str | None:
-    """Content of the last `<tag>...</tag>`, or None."""
-    pattern = _TAG_CACHE.get(tag)
-    if pattern is None:
-        pattern = re.compile(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", re.DOTALL)
-        _TAG_CACHE[tag] = pattern
-    matches = pattern.findall(text)
-    return matches[-1].strip() if matches else None
+    """Content of the last `<tag>...</tag>` (each opening tag closed by the first closing tag
+    after it, pairs taken left to right), or None."""
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    found = None
+    pos = 0
+    while (start := text.find(opening, pos)) != -1:
+        end = text.find(closing, start + len(opening))
+        if end == -1:
+            break  # no closing tag after this one, so none after any later opening either
+        found = (start + len(opening), end)
+        pos = end + len(closing)
+    return text[found[0] : found[1]].strip() if found else None
 
 
 def extract_answer(text: str, formats: Sequence[AnswerFormat] = DEFAULT_FORMATS) -> str | None:
     """The first format (in the given order of preference) that yields an answer."""
-    for fmt in formats:
+    for fmt in check_formats(formats):
         if fmt == "boxed":
             answer = extract_boxed(text)
         elif fmt == "answer_line":
             answer = extract_answer_line(text)
-        elif fmt == "answer_tag":
-            answer = extract_tag(text, "answer")
         else:
-            raise ValueError(f"unknown answer format {fmt!r}; use one of boxed, answer_line, answer_tag")
+            answer = extract_tag(text, "answer")
         if answer:
             return answer
     return None
 
 
-_FENCE = re.compile(r"```[ \t]*(?P<tag>[\w+#.-]*)[^\n]*\n(?P<body>.*?)(?:```|\Z)", re.DOTALL)
+_FENCE_TAG = re.compile(r"[ \t]*+(?P<tag>[\w+#.-]*+)")
 _LANGUAGE_TAGS = {
     "python": {"python", "python3", "py", "py3"},
     "c": {"c"},
@@ -85,12 +109,31 @@ _LANGUAGE_TAGS = {
 }
 
 
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(lowercased tag, body) of every ``` block; a block left open runs to the end."""
+    blocks = []
+    pos = 0
+    while (start := text.find("```", pos)) != -1:
+        newline = text.find("\n", start + 3)
+        if newline == -1:
+            break  # a fence needs its own line; no later one can have it either
+        tag_match = _FENCE_TAG.match(text, start + 3, newline)
+        tag = tag_match.group("tag").lower() if tag_match else ""
+        end = text.find("```", newline + 1)
+        if end == -1:
+            blocks.append((tag, text[newline + 1 :]))
+            break
+        blocks.append((tag, text[newline + 1 : end]))
+        pos = end + 3
+    return blocks
+
+
 def extract_code(text: str, language: str = "python") -> str:
     """The program in a reply: the last fenced block tagged with `language`, else the last
     untagged block, else the last block of any kind, else the whole text. A block left open
     at the end (a reply cut off mid-program) counts up to the end."""
     tags = _LANGUAGE_TAGS.get(language, {language})
-    blocks = [(m.group("tag").lower(), m.group("body")) for m in _FENCE.finditer(text)]
+    blocks = _fenced_blocks(text)
     for wanted in (lambda tag: tag in tags, lambda tag: not tag, lambda tag: True):
         chosen = [body for tag, body in blocks if wanted(tag)]
         if chosen:

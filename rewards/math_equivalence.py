@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from rewards.base import Reward
-from rewards.extract import DEFAULT_FORMATS, AnswerFormat, extract_answer
+from rewards.extract import DEFAULT_FORMATS, AnswerFormat, check_formats, extract_answer
 from rewards.types import Sample, Score
 from rewards.worker_pool import WorkerPool
 
@@ -80,7 +80,8 @@ class MathEquivalence(Reward):
 
     The answer is extracted from the completion (`\\boxed{}` first, then an `Answer:` line,
     by default). No answer, or one longer than `max_answer_chars`, scores 0 (not an error);
-    a verifier timeout or crash is an error on that item.
+    a verifier timeout or crash is an error on that item. Extraction runs here, in the
+    caller's process, so it is linear in the reply (see `rewards.extract`).
     """
 
     name = "math"
@@ -95,7 +96,9 @@ class MathEquivalence(Reward):
     ) -> None:
         if verifier is not None and timeout_s is not None:
             raise ValueError("give either a verifier or a timeout_s for a new one, not both")
-        self.formats = tuple(formats)
+        self.formats = check_formats(formats)
+        if not self.formats:
+            raise ValueError("math equivalence needs at least one answer format to extract the answer")
         self.max_answer_chars = max_answer_chars
         self._verifier = verifier or (MathVerifier(timeout_s=timeout_s) if timeout_s else None)
         self.name = name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rewards.base import Reward
-from rewards.extract import AnswerFormat, extract_answer
+from rewards.extract import AnswerFormat, check_formats, extract_answer
 from rewards.types import Sample, Score
 
 DEFAULT_RG_FORMATS: tuple[AnswerFormat, ...] = ("answer_tag", "boxed", "answer_line")
@@ -21,7 +21,7 @@ class ReasoningGymScore(Reward):
     def __init__(
         self, formats: Sequence[AnswerFormat] = DEFAULT_RG_FORMATS, name: str = "reasoning_gym"
     ) -> None:
-        self.formats = tuple(formats)
+        self.formats = check_formats(formats)
         self.name = name
 
     async def compute(self, sample: Sample) -> Score:

@@ -12,7 +12,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 
 from rewards.base import Reward
-from rewards.extract import AnswerFormat, extract_answer, extract_boxed, extract_tag
+from rewards.extract import AnswerFormat, check_formats, extract_answer, extract_boxed, extract_tag
 from rewards.types import Sample, Score
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -50,7 +50,7 @@ class ExactMatch(Reward):
         name: str = "exact_match",
     ) -> None:
         self.normalize = normalize
-        self.formats = tuple(formats)
+        self.formats = check_formats(formats)
         self.name = name
 
     async def compute(self, sample: Sample) -> Score:
@@ -91,11 +91,23 @@ class RegexMatch(Reward):
         return Score(value=float(matched), passed=matched)
 
 
-_THINK_ANSWER = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
+_THINK_TO_ANSWER = re.compile(r"</think>\s*+<answer>")
+
+
+def is_think_answer(text: str) -> bool:
+    """Whether the text is exactly `<think>...</think><answer>...</answer>` (whitespace around
+    and between allowed). Plain string checks, not one backtracking regex: linear on any reply."""
+    text = text.strip()
+    if not (text.startswith("<think>") and text.endswith("</answer>")):
+        return False
+    middle = text[len("<think>") : len(text) - len("</answer>")]
+    return _THINK_TO_ANSWER.search(middle) is not None
+
+
 _FORMAT_CHECKS: Mapping[str, Callable[[str], bool]] = {
     "boxed": lambda text: bool(extract_boxed(text)),
     "answer_tag": lambda text: bool(extract_tag(text, "answer")),
-    "think_answer": lambda text: bool(_THINK_ANSWER.fullmatch(text)),
+    "think_answer": is_think_answer,
 }
 
 
@@ -118,7 +130,9 @@ class FormatReward(Reward):
         return Score(value=float(ok), passed=ok)
 
 
-_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL)
+# The whitespace up to the last newline after the fence, taken possessively: `\s*\n` backtracked
+# through every newline of a long blank run, rescanning the rest each time (quadratic).
+_FENCE = re.compile(r"```(?:json)?(?:[^\S\n]*+\n)++(.*?)```", re.DOTALL)
 
 
 class JsonSchemaReward(Reward):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -50,6 +51,17 @@ def test_eval_against_an_openai_endpoint(model_server: str, tmp_path: Path) -> N
     assert [e["name"] for e in summary["envs"]] == ["rewardgym/Math-v0", "rewardgym/Arithmetic-v0"]
 
 
+def test_eval_shows_a_progress_bar_on_stderr(model_server: str, tmp_path: Path) -> None:
+    """Off a terminal, rich draws the bar once, finished, when the run ends."""
+    out = rewardgym(
+        "eval", "--base-url", model_server, "--model", "tiny", "--env", "rewardgym/Math-v0",
+        "--num-tasks", "2", "--max-tokens", "4", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"eval mean reward \d\.\d{3} .* 2/2 \d:\d\d:\d\d", out.stderr), out.stderr
+    assert "mean reward" not in out.stdout  # the bar stays off stdout, which has the table
+
+
 def test_eval_with_the_reward_served_over_http(model_server: str, tmp_path: Path) -> None:
     """RemoteReward as a drop-in: the same episodes scored by a reward server serving the
     environment give the same rewards as the environment's own reward, in-process."""
@@ -73,8 +85,11 @@ def test_eval_with_the_reward_served_over_http(model_server: str, tmp_path: Path
 def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path: Path) -> None:
     bad_suite = tmp_path / "bad.toml"
     bad_suite.write_text('name = "x"\ncolour = 1\n[[members]]\nenv = "rewardgym/Math-v0"\n')
+    heavy_suite = tmp_path / "heavy.toml"
+    heavy_suite.write_text('name = "x"\n[[members]]\nenv = "rewardgym/Math-v0"\nweight = "heavy"\n')
     cases = [
         (["--suite", str(bad_suite)], "unknown keys ['colour']"),  # brackets survive the console markup
+        (["--suite", str(heavy_suite)], "member 0 ('rewardgym/Math-v0'): 'weight' must be a finite number"),
         (["--env", "rewardgym/Maths-v0"], "unknown environment 'rewardgym/Maths-v0'. Did you mean"),
         (["--env-arg", "few_shot=9"], "few_shot must be between 0 and 4"),
         (["--env-arg", "nonsense"], "expected KEY=VALUE"),

@@ -146,6 +146,15 @@ def test_suite_files_in_toml_and_yaml(tmp_path: Path) -> None:
         ('name = "x"\n[[members]]\nenv = "a"\nweight = 0\n', "weight of 'a' must be > 0"),
         ('name = "x"\n[[members]]\nenv = "a"\n[[members]]\nenv = "a"\n', r"members \['a'\] appear twice"),
         ('name = "x"\n[[members]\n', "cannot parse"),
+        (
+            'name = "x"\n[[members]]\nenv = "a"\nweight = "heavy"\n',
+            r"member 0 \('a'\): 'weight' must be a finite number, got 'heavy'",
+        ),
+        ('name = "x"\n[[members]]\nenv = "a"\nweight = inf\n', r"'weight' must be a finite number, got inf"),
+        (
+            'name = "x"\n[[members]]\nenv = "a"\n[[members]]\nenv = "b"\nkwargs = "few_shot=2"\n',
+            r"member 1 \('b'\): 'kwargs' must be a table of keyword arguments, got 'few_shot=2'",
+        ),
     ],
 )
 def test_bad_suite_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -80,6 +81,36 @@ def test_hostile_answers_give_a_score_or_a_scored_error_and_the_env_carries_on()
             assert math.isnan(reward) and "WorkerTimeout" in info["reward_error"]
     env.reset(options={"task_id": "sum"})
     assert env.step(r"\boxed{5}")[1] == 1.0
+
+
+def test_a_verifier_failure_ends_a_multi_turn_episode_as_an_error_not_as_a_wrong_answer() -> None:
+    """`9^{9^{9^{9^{9}}}}` hangs SymPy; the real worker is killed at the deadline. The model must
+    not be told "that is not right": nobody knows whether it was."""
+    env = MathEnv(TASKS, max_attempts=3, verifier_timeout_s=2.0)
+    env.reset(options={"task_id": "sum"})
+    obs, reward, terminated, truncated, info = env.step(r"\boxed{9^{9^{9^{9^{9}}}}}")
+    assert (terminated, truncated, info["turn"]) == (True, False, 1)
+    assert math.isnan(reward) and "WorkerTimeout" in info["reward_error"]
+    assert obs[-1]["role"] == "assistant"  # no feedback after the reply
+    assert info["metrics"]["reward_errors"] == 1
+    env.reset(options={"task_id": "sum"})
+    assert env.step(r"\boxed{4}")[2] is False  # a plain wrong answer still gets another try
+
+
+def test_a_megabyte_reply_is_scored_without_blocking() -> None:
+    env = envs.make("rewardgym/Math-v0", tasks=TASKS)
+    for reply in ["\\boxed{" * 150_000, "answer" + " " * 1_000_000, "<answer>" * 125_000]:
+        env.reset(options={"task_id": "sum"})
+        start = time.monotonic()
+        _, reward, terminated, _, info = env.step(reply)
+        assert time.monotonic() - start < 2.0
+        assert (reward, terminated, info["reward_error"]) == (0.0, True, None)
+
+
+def test_unknown_answer_formats_fail_when_the_env_is_made() -> None:
+    with pytest.raises(ValueError, match="unknown answer format 'xml'; use one of boxed, answer_line"):
+        MathEnv(TASKS, answer_formats=["xml"])  # type: ignore[list-item]
+    assert MathEnv(TASKS, answer_formats="answer_tag").reward.terms[0][0].formats == ("answer_tag",)  # type: ignore[arg-type]
 
 
 def test_splits_of_the_bundled_set() -> None:

@@ -95,6 +95,27 @@ def test_an_unparseable_gold_answer_is_the_tasks_fault_and_an_error(verifier: Ma
     assert missing.error == "math: ValueError: this sample has no reference answer"
 
 
+def test_megabyte_replies_are_scored_at_once(verifier: MathVerifier) -> None:
+    """Extraction runs in the caller's process, outside the worker deadline: it must be linear
+    (a reply of 56 KB of `\\boxed{` used to take 15 s)."""
+    reward = MathEquivalence(verifier=verifier)
+    start = time.monotonic()
+    unclosed = score(reward, "\\boxed{" * 150_000, "3")
+    nested = score(reward, "\\boxed{" * 75_000 + "7" + "}" * 75_000, "7")
+    huge = score(reward, "\\boxed{" + "9" * 1_000_000 + "}", "3")
+    assert time.monotonic() - start < 5.0  # one real verifier call included
+    assert (unclosed.value, unclosed.info["reason"]) == (0.0, "no answer found")
+    assert (nested.value, nested.info["answer"]) == (1.0, "7")  # the innermost box, opened last
+    assert huge.value == 0.0 and huge.info["reason"] == "answer is 1000000 characters, over the 1000 limit"
+
+
+def test_unknown_or_missing_answer_formats_fail_at_construction(verifier: MathVerifier) -> None:
+    with pytest.raises(ValueError, match="unknown answer format 'xml'; use one of boxed, answer_line"):
+        MathEquivalence(formats=("xml",), verifier=verifier)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs at least one answer format"):
+        MathEquivalence(formats=(), verifier=verifier)
+
+
 def test_the_shared_verifier_is_one_pool_per_process() -> None:
     assert MathVerifier.shared() is MathVerifier.shared()
     assert MathEquivalence().verifier is MathEquivalence().verifier

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +19,7 @@ from rewards import (
     extract_answer,
     extract_answer_line,
     extract_boxed,
+    extract_code,
     extract_tag,
     normalize_text,
 )
@@ -34,6 +37,9 @@ def score(reward, completion: str, reference=None, **fields) -> Score:
         (r"\boxed{ {a}_{b} }", "{a}_{b}"),  # nested braces, trimmed
         (r"\fbox{7}", "7"),
         (r"\boxed{unclosed", None),
+        (r"\boxed{a} then \boxed{unclosed", "a"),  # the last box that closes
+        (r"\boxed{\boxed{1}}", "1"),  # the box opened last
+        (r"} { \boxed {x}", "x"),  # stray braces outside do not count
         ("no box here", None),
     ],
 )
@@ -60,10 +66,55 @@ def test_extract_answer_line(text: str, expected: str | None) -> None:
 def test_extract_tag_and_format_preference() -> None:
     text = r"<answer> 5 </answer> then <answer>6</answer> and \boxed{7}"
     assert extract_tag(text) == "6"
+    assert extract_tag("<answer>1<answer>2</answer> <answer>3") == "1<answer>2"  # first closing tag ends it
     assert extract_answer(text, ("answer_tag", "boxed")) == "6"
     assert extract_answer(text, ("boxed", "answer_tag")) == "7"
     with pytest.raises(ValueError, match="unknown answer format"):
         extract_answer(text, ("latex",))  # type: ignore[arg-type]
+
+
+def test_unknown_answer_formats_fail_at_construction() -> None:
+    with pytest.raises(
+        ValueError, match="unknown answer format 'xml'; use one of boxed, answer_line, answer_tag"
+    ):
+        ExactMatch(formats=("boxed", "xml"))  # type: ignore[arg-type]
+    assert ExactMatch(formats="answer_tag").formats == ("answer_tag",)  # type: ignore[arg-type]
+
+
+MB = 1_000_000
+PATHOLOGICAL: list[tuple[str, Callable[[str], object], str]] = [
+    ("unclosed boxes", extract_boxed, "\\boxed{" * (MB // 7)),
+    ("nested boxes", extract_boxed, "\\boxed{" * (MB // 14) + "}" * (MB // 14)),
+    ("spaces after 'answer'", extract_answer_line, "answer" + " " * MB),
+    ("spaces after 'final'", extract_answer_line, "Final" + " " * MB + "answer"),
+    ("unclosed answer tags", extract_tag, "<answer>" * (MB // 8)),
+    ("unclosed fences", extract_code, "```" * (MB // 3)),
+    (
+        "think then many answers",
+        lambda t: score(FormatReward("think_answer"), t),
+        "<think>" + "</think><answer>" * (MB // 16),
+    ),
+    ("fence then newlines", lambda t: score(JsonSchemaReward(SCHEMA), t), "```json" + "\n" * MB),
+]
+
+
+@pytest.mark.parametrize(("shape", "extract", "text"), PATHOLOGICAL, ids=[p[0] for p in PATHOLOGICAL])
+def test_pathological_replies_of_a_megabyte_are_scanned_in_linear_time(
+    shape: str, extract: Callable[[str], object], text: str
+) -> None:
+    """Extraction runs in the caller's process, outside any worker deadline: each of these took
+    seconds at 20 KB and minutes at 200 KB with the old backtracking or rescanning code."""
+    start = time.perf_counter()
+    extract(text)
+    assert time.perf_counter() - start < 2.0, shape
+
+
+def test_think_answer_format_edge_cases() -> None:
+    check = FormatReward("think_answer")
+    assert score(check, "  <think>a</think>  \n <answer>b</answer>\n").passed is True
+    assert score(check, "<think></think><answer></answer>").passed is True
+    assert score(check, "<think>a</think> x <answer>b</answer>").passed is False  # text between
+    assert score(check, "<think>a</think><answer>b</answer> trailing").passed is False
 
 
 def test_exact_match_normalises_and_accepts_several_references() -> None:

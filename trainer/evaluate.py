@@ -247,7 +247,7 @@ def report_table(report: EvalReport) -> Table:
             *(fmt(s.components.get(c, math.nan)) for c in components),
         )
     if len(report.summaries) > 1:
-        blanks = [""] * (6 + len(tool_columns) + len(components))
+        blanks = [""] * (len(table.columns) - 3)  # every column after env, n and reward
         table.add_row("weighted mean", "", fmt(report.weighted_mean_reward), *blanks)
     table.caption = "reward and components: means over scored episodes; errors: reward + episode failures"
     return table
