@@ -21,7 +21,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rewards.base import GroupReward, Reward
 from rewards.plugins import import_user_module
-from rewards.registry import make_reward
+from rewards.registry import describe_reward, make_reward
 from rewards.server import (
     EnvEntry,
     HostedReward,
@@ -80,7 +80,8 @@ def build_hosted(config: ServeConfig, metrics: ServerMetrics | None) -> list[Hos
         else:
             executor = InlineExecutor(entry.name, reward, timeout)
         source = f"registered reward {entry.registered!r}"
-        hosted.append(_hosted(entry.name, reward, executor, source, entry.params, limits, metrics))
+        signature = describe_reward(entry.registered)["parameters"]
+        hosted.append(_hosted(entry.name, reward, executor, source, entry.params, limits, metrics, signature))
     if config.envs:
         from envs.env_reward import EnvReward
 
@@ -107,6 +108,7 @@ def _hosted(
     parameters: dict[str, Any],
     limits: Limits,
     metrics: ServerMetrics | None,
+    signature: dict[str, str | None] | None = None,
 ) -> HostedReward:
     return HostedReward(
         name,
@@ -114,6 +116,7 @@ def _hosted(
         executor,
         source=source,
         parameters=parameters,
+        signature=signature,
         limits=limits.hosting(),
         metrics=metrics,
     )

@@ -167,10 +167,13 @@ class _LoopState:
 class RewardClient:
     """Scores samples on one or more reward servers.
 
-    `max_retries` is how many times a failed request is tried again (on the next URL);
-    `max_batch_size` the most samples in one request (at most the server's limit, which
-    `GET /v1/rewards` lists); `max_concurrency` the most requests in flight at once from
-    this client (per event loop).
+    `max_retries` is how many times a failed request is tried again (on the next URL),
+    after a wait drawn uniformly from [0, backoff_base_s * 2^(n-1)] before the n-th retry,
+    capped at `backoff_max_s` (or the server's `Retry-After`, capped likewise);
+    `timeout_s` bounds each attempt; `max_batch_size` the most samples in one request (at
+    most the server's limit, which `GET /v1/rewards` lists); `max_concurrency` the most
+    requests in flight at once from this client (per event loop). `retries` counts the
+    attempts that were retries, over the client's life (for monitoring).
 
     The client may be used from several event loops over its life (each synchronous
     environment runs its own); it keeps one HTTP connection pool per loop, made on first use.
@@ -209,6 +212,8 @@ class RewardClient:
         self.backoff_max_s = backoff_max_s
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._next_url = 0
+        self._jitter = random.Random()
+        self.retries = 0
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
     def __repr__(self) -> str:
@@ -326,6 +331,8 @@ class RewardClient:
             async for try_ in retrying:
                 with try_:
                     url = self.urls[(first_url + len(tried)) % len(self.urls)]
+                    if tried:
+                        self.retries += 1
                     tried.append(url)
                     return await attempt(url)
         except _Transient as exc:
@@ -333,13 +340,18 @@ class RewardClient:
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     def _wait(self, retry_state: RetryCallState) -> float:
-        """Full-jitter exponential backoff; a server's `Retry-After` (capped) takes precedence."""
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after_s is not None:
-            return min(exc.retry_after_s, self.backoff_max_s)
-        ceiling = self.backoff_base_s * 2 ** (retry_state.attempt_number - 1)
-        return random.uniform(0, min(self.backoff_max_s, ceiling))
+        retry_after = exc.retry_after_s if isinstance(exc, _Transient) else None
+        return self.backoff_s(retry_state.attempt_number, retry_after)
+
+    def backoff_s(self, failed_attempts: int, retry_after_s: float | None = None) -> float:
+        """The wait after `failed_attempts` failures: full-jitter exponential backoff, or
+        the server's `Retry-After` where it sent one; either capped at `backoff_max_s`."""
+        if retry_after_s is not None:
+            return min(retry_after_s, self.backoff_max_s)
+        ceiling = self.backoff_base_s * 2 ** (failed_attempts - 1)
+        return self._jitter.uniform(0, min(self.backoff_max_s, ceiling))
 
     async def _request(
         self, method: str, url: str, path: str, body: dict[str, Any] | None = None
@@ -348,6 +360,13 @@ class RewardClient:
         async with state.slots:
             try:
                 response = await state.http.request(method, url + path, json=body)
+            except httpx.ConnectTimeout as exc:
+                limit = min(self.timeout_s, CONNECT_TIMEOUT_S)
+                raise _Transient(f"{url}: ConnectTimeout: no connection within {limit:g} s") from exc
+            except httpx.TimeoutException as exc:
+                raise _Transient(
+                    f"{url}: {type(exc).__name__}: no answer within timeout_s={self.timeout_s:g} s"
+                ) from exc
             except httpx.TransportError as exc:
                 raise _Transient(f"{url}: {type(exc).__name__}: {str(exc) or 'no details'}") from exc
         if response.status_code in RETRY_STATUSES:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,12 +23,17 @@ from rewards.types import Message, Sample, Score
 
 
 def jsonable(value: Any) -> Any:
-    """`value` made JSON-safe: NaN and infinities become None, dataclasses dicts, tuples
-    lists, anything unknown its `str`. Reward `info` may hold any of these."""
+    """`value` made JSON-safe: NaN and infinities become None, numpy (or torch) numbers and
+    arrays plain numbers and lists, dataclasses dicts, tuples lists, anything unknown its
+    `str`. Reward `info` may hold any of these."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, numbers.Integral):  # numpy integers register here
+        return int(value)
+    if isinstance(value, numbers.Real):  # numpy floats
+        return jsonable(float(value))
     if isinstance(value, enum.Enum):
         return jsonable(value.value)
     if isinstance(value, Mapping):
@@ -38,6 +44,12 @@ def jsonable(value: Any) -> Any:
         return jsonable(dataclasses.asdict(value))
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    tolist = getattr(value, "tolist", None)  # numpy's bool_ and arrays, torch tensors
+    if callable(tolist):
+        try:
+            return jsonable(tolist())
+        except Exception:  # a look-alike with another tolist: fall back to str
+            pass
     return str(value)
 
 
@@ -93,9 +105,60 @@ def sample_from_json(data: Mapping[str, Any]) -> Sample:
     )
 
 
+def _number(what: str, x: Any) -> float:
+    if isinstance(x, str | bytes):
+        raise ValueError(f"{what} is {x!r}, not a number")
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} is {x!r} ({type(x).__name__}), not a number") from None
+
+
+def plain_score(score: Any) -> Score:
+    """`score` with plain Python numbers in `value`, `components` and `passed` (a reward may
+    hand back numpy's, which JSON cannot take), so it can go on the wire as it is.
+
+    Raises ValueError naming the field for what cannot be a score: an infinite value (NaN
+    is "no value" and stays), a value or component that is not a number, a `passed` that
+    is not a bool, or something that is not a `Score` at all.
+    """
+    if not isinstance(score, Score):
+        raise ValueError(f"returned {type(score).__name__}, not a Score")
+    value, components, passed, error = score.value, score.components, score.passed, score.error
+    if (
+        type(value) is float
+        and not math.isinf(value)
+        and (passed is None or type(passed) is bool)
+        and (error is None or type(error) is str)
+        and all(type(k) is str and type(v) is float for k, v in components.items())
+    ):
+        return score  # already plain: the common case costs one pass over the fields
+    value = _number("the value", value)
+    if math.isinf(value):
+        raise ValueError(f"returned the non-finite value {value!r}")
+    plain_components = {str(k): _number(f"component {k!r}", v) for k, v in components.items()}
+    if passed is not None:
+        try:
+            is_bool = passed in (True, False)  # numpy's bool_ too
+        except Exception:  # an array, whose truth is ambiguous
+            is_bool = False
+        if not is_bool:
+            raise ValueError(f"passed is {passed!r} ({type(passed).__name__}), not a bool")
+        passed = bool(passed)
+    return dataclasses.replace(
+        score,
+        value=value,
+        components=plain_components,
+        passed=passed,
+        error=None if error is None else str(error),
+    )
+
+
 def score_to_json(score: Score) -> dict[str, Any]:
+    """The wire form of a score; non-finite numbers travel as null (see `plain_score` for
+    scores that may hold numpy types)."""
     return {
-        "value": None if math.isnan(score.value) else score.value,
+        "value": score.value if math.isfinite(score.value) else None,
         "components": {k: (v if math.isfinite(v) else None) for k, v in score.components.items()},
         "passed": score.passed,
         "error": score.error,

@@ -4,6 +4,7 @@ each makes one server behaviour easy to see from the client side."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Sequence
 
@@ -20,13 +21,14 @@ class Echo(Reward):
 
 
 class Slow(Reward):
-    """Sleeps `info["sleep_s"]` seconds, then scores 1: a reward that takes time."""
+    """Sleeps `info["sleep_s"]` seconds, then scores 1 (with the server's pid in `info`):
+    a reward that takes time."""
 
     name = "slow"
 
     async def compute(self, sample: Sample) -> Score:
         await asyncio.sleep(float(sample.info.get("sleep_s", 0.0)))
-        return Score(value=1.0, passed=True)
+        return Score(value=1.0, passed=True, info={"pid": os.getpid()})
 
 
 class Flaky(Reward):
@@ -38,6 +40,45 @@ class Flaky(Reward):
         if "boom" in sample.completion:
             raise RuntimeError("boom requested")
         return Score(value=float(len(sample.completion)))
+
+
+def odd_score(completion: str) -> Score:
+    """What a careless reward hands back, by the completion: "inf" an infinite value,
+    "numpy" numpy numbers throughout, "cycle" an `info` that contains itself; else 1."""
+    import numpy as np
+
+    if completion == "inf":
+        return Score(value=math.inf)
+    if completion == "numpy":
+        return Score(
+            value=np.float32(0.5),  # type: ignore[arg-type]
+            components={"part": np.float32(0.25)},  # type: ignore[dict-item]
+            passed=np.bool_(True),  # type: ignore[arg-type]
+            info={"count": np.int64(3), "array": np.arange(2), "flag": np.bool_(False)},
+        )
+    if completion == "cycle":
+        info: dict[str, object] = {}
+        info["self"] = info
+        return Score(value=1.0, info=info)
+    return Score(value=1.0)
+
+
+class Odd(Reward):
+    """`odd_score` of each completion."""
+
+    name = "odd"
+
+    async def compute(self, sample: Sample) -> Score:
+        return odd_score(sample.completion)
+
+
+class OddGroup(GroupReward):
+    """`odd_score` of each completion, as a group reward."""
+
+    name = "odd_group"
+
+    async def compute_group(self, samples: Sequence[Sample]) -> list[Score]:
+        return [odd_score(s.completion) for s in samples]
 
 
 class RankByLength(GroupReward):
@@ -56,3 +97,5 @@ register_reward("echo", Echo)
 register_reward("slow", Slow)
 register_reward("flaky", Flaky)
 register_reward("rank_by_length", RankByLength)
+register_reward("odd", Odd)
+register_reward("odd_group", OddGroup)

@@ -9,6 +9,7 @@ import copy
 import functools
 import math
 import pickle
+import random
 import re
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -31,7 +32,7 @@ from rewards import (
     describe_reward,
     make_reward,
 )
-from rewards.client import parse_retry_after, plan_chunks
+from rewards.client import _Transient, parse_retry_after, plan_chunks
 
 from conftest import ScriptedHTTPServer, free_port, served
 
@@ -97,6 +98,34 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert parse_retry_after(formatdate(now - 10, usegmt=True), now=now) == 0.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
+
+
+def test_backoff_is_full_jitter_exponential_capped_and_retry_after_wins() -> None:
+    client = RewardClient("http://host:8000", backoff_base_s=0.5, backoff_max_s=3.0)
+    client._jitter = random.Random(20240611)  # seeded: the same draws every run
+    for failures in range(1, 8):
+        ceiling = min(3.0, 0.5 * 2 ** (failures - 1))  # 0.5, 1, 2, then capped at 3
+        waits = [client.backoff_s(failures) for _ in range(100)]
+        assert all(0.0 <= w <= ceiling for w in waits)
+        assert len(set(waits)) == 100  # jittered: no two retries wait the same
+        assert min(waits) < 0.2 * ceiling and max(waits) > 0.8 * ceiling  # over the whole range
+    # a server's Retry-After takes precedence over the backoff, capped at backoff_max_s as well
+    assert client.backoff_s(1, retry_after_s=2.5) == 2.5
+    assert client.backoff_s(6, retry_after_s=0.0) == 0.0
+    assert client.backoff_s(1, retry_after_s=120.0) == 3.0
+
+    # and the retry loop asks for exactly this: the n-th failure's wait, Retry-After first
+    async def fail_twice() -> None:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise _Transient("try again", retry_after_s=0.3 if len(calls) == 1 else None)
+
+    calls: list[float] = []
+    quick = RewardClient("http://host:8000", backoff_base_s=0.05, backoff_max_s=1.0)
+    asyncio.run(quick._with_retries(0, lambda url: fail_twice()))
+    assert len(calls) == 3 and quick.retries == 2
+    assert 0.3 <= calls[1] - calls[0] < 0.6  # Retry-After: 0.3 s
+    assert calls[2] - calls[1] < 0.05 + 0.25  # the 2nd failure's jittered backoff: at most 2 x 0.05 s
 
 
 @pytest.mark.parametrize(
@@ -244,6 +273,20 @@ def server() -> Iterator[str]:
 def second_server() -> Iterator[str]:
     with served(["serve", *TEST_REWARDS], free_port()) as url:
         yield url
+
+
+@in_new_loop
+async def test_a_reply_slower_than_the_timeout_is_retried_then_unavailable(server: str) -> None:
+    slow = Sample.from_completion("x", info={"sleep_s": 5.0})
+    async with RewardClient(server, timeout_s=0.5, max_retries=1, backoff_base_s=0.01) as client:
+        started = time.monotonic()
+        with pytest.raises(RewardServerUnavailable) as caught:
+            await client.score("slow", [slow])
+        elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 2.5  # two attempts of 0.5 s each, not the reward's 5 s
+    assert caught.value.attempts == 2 and client.retries == 1
+    assert "ReadTimeout" in str(caught.value) and "no answer within timeout_s=0.5 s" in str(caught.value)
+    assert metric(server, "rewardgym_items_in_progress", reward="slow") == 2  # the server got both tries
 
 
 @in_new_loop

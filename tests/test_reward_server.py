@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_reward_client import metric
 
 from conftest import free_port, served, wait_for_http
 
@@ -77,6 +78,17 @@ def test_health_and_listing(server: str) -> None:
     assert listed["exact_match"]["item_timeout_s"] == 1.0
     assert listed["exact_match"]["max_batch_size"] == 512
     assert listed["rewardgym/Math-v0"]["source"] == "environment rewardgym/Math-v0"
+    # what each reward accepts, and what to POST where
+    assert listed["tagged"]["signature"] == {"format": "'boxed'", "name": "'format'"}
+    assert listed["exact_match"]["signature"]["normalize"] == "True"
+    assert listed["rewardgym/Math-v0"]["signature"] is None
+    assert listed["rank_by_length"]["requests"] == {
+        "/v1/rewards/rank_by_length:score_group": "#/components/schemas/GroupScoreRequest"
+    }
+    assert listed["exact_match"]["requests"] == {
+        "/v1/rewards/exact_match:score": "#/components/schemas/ScoreRequest",
+        "/v1/rewards/exact_match:score_group": "#/components/schemas/GroupScoreRequest",
+    }
 
 
 def test_scores_come_back_in_order_with_components(server: str) -> None:
@@ -119,7 +131,12 @@ def test_environment_reward_looks_up_the_task_by_id(server: str) -> None:
         {"completion": "\\boxed{-99999}", "task_id": task.id},
         {"completion": "\\boxed{1}", "task_id": "no-such-task"},
     ]
-    body = score(server, "rewardgym/Math-v0", samples).json()
+    # math-verify's worker processes start on first use, which on a busy machine can take
+    # longer than this server's 1 s item timeout: warm them up before judging the scores.
+    for _ in range(20):
+        body = score(server, "rewardgym/Math-v0", samples).json()
+        if not any("timed out" in (s["error"] or "") for s in body["scores"]):
+            break
     first, second, third = body["scores"]
     assert first["value"] == 1.0 and first["components"]["math"] == 1.0
     assert second["components"]["math"] == 0.0
@@ -177,6 +194,70 @@ def test_bad_input_gets_a_4xx_naming_the_problem(
     assert words in error_of(response)
 
 
+def test_odd_scores_are_errors_on_their_items_only(tmp_path: Path) -> None:
+    """A reward that hands back an infinite value or a score JSON cannot hold errs on that
+    item only; numpy numbers are plain numbers on the wire. The same on :score,
+    :score_group (sample and group rewards), in worker processes and on /get_reward,
+    which logs one warning per request naming how many items stand in for failures."""
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f"imports = [{json.dumps(str(TESTS / 'server_rewards.py'))}]\n"
+        'openrlhf_reward = "odd"\n'
+        '[[rewards]]\nname = "odd"\n'
+        '[[rewards]]\nname = "odd_group"\n'
+        '[[rewards]]\nname = "odd_in_worker"\nreward = "odd"\nexecutor = "process"\nprocess_workers = 1\n'
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rewardgym", "serve", "--config", str(config), "--port", str(port)],
+            stderr=stderr,
+        )
+    try:
+        wait_for_http(f"{url}/health", process)
+        numpy_item = {
+            "value": 0.5,
+            "components": {"part": 0.25},
+            "passed": True,
+            "error": None,
+            "info": {"count": 3, "array": [0, 1], "flag": False},
+        }
+
+        def check(scores: list[dict], reward: str) -> None:
+            plain, infinite, numpy, cycle = scores
+            assert plain["value"] == 1.0 and plain["error"] is None
+            assert (
+                infinite["value"] is None
+                and infinite["error"] == f"{reward}: returned the non-finite value inf"
+            )
+            assert numpy == numpy_item
+            assert cycle["value"] is None and "could not be encoded as JSON" in cycle["error"]
+
+        completions = [{"completion": c} for c in ("x", "inf", "numpy", "cycle")]
+        for reward in ("odd", "odd_in_worker"):
+            response = score(url, reward, completions)
+            assert response.status_code == 200, response.text
+            check(response.json()["scores"], reward)
+            assert response.json()["errors"] == 2
+        for reward in ("odd", "odd_group"):
+            grouped = httpx.post(
+                f"{url}/v1/rewards/{reward}:score_group", json={"groups": [completions[:2], completions[2:]]}
+            )
+            assert grouped.status_code == 200, grouped.text
+            check([s for group in grouped.json()["scores"] for s in group], reward)
+        openrlhf = httpx.post(f"{url}/get_reward", json={"query": ["x", "inf", "numpy"]})
+        assert openrlhf.status_code == 200, openrlhf.text
+        assert openrlhf.json()["rewards"] == [1.0, 0.0, 0.5]
+        assert openrlhf.json()["extra_logs"]["reward_error"] == [0.0, 1.0, 0.0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    warnings = [line for line in log.read_text().splitlines() if "/get_reward:" in line]
+    assert len(warnings) == 1 and "1 of 3 items failed on 'odd'" in warnings[0], warnings
+
+
 def test_unknown_routes_and_methods_answer_json(server: str) -> None:
     missing = httpx.get(f"{server}/v2/nothing")
     assert missing.status_code == 404 and "/v2/nothing" in error_of(missing)
@@ -221,6 +302,10 @@ def test_run_code_is_mounted(server: str) -> None:
 
 def test_metrics_count_requests_items_errors_and_queue(server: str) -> None:
     score(server, "flaky", [{"completion": "boom"}, {"completion": "a"}])
+    assert httpx.get(f"{server}/no/such/path").status_code == 404
+    groups = [[{"completion": "aaa"}, {"completion": "a"}, {"completion": "aa"}], [{"completion": "x"}]]
+    grouped = httpx.post(f"{server}/v1/rewards/rank_by_length:score_group", json={"groups": groups})
+    assert grouped.status_code == 200
     text = httpx.get(f"{server}/metrics").text
     assert re.search(r'rewardgym_items_total\{reward="flaky"\} [1-9]', text)
     assert re.search(r'rewardgym_item_errors_total\{reward="flaky"\} [1-9]', text)
@@ -229,6 +314,9 @@ def test_metrics_count_requests_items_errors_and_queue(server: str) -> None:
     assert re.search(r'rewardgym_request_seconds_bucket\{endpoint="[^"]+",le="0.005",reward="flaky"\}', text)
     assert 'rewardgym_queue_depth{reward="flaky"} 0.0' in text
     assert 'rewardgym_requests_total{endpoint="unmatched",reward="",status="404"}' in text
+    # a group reward's job is a whole group: the gauges count its samples in and out alike
+    assert 'rewardgym_queue_depth{reward="rank_by_length"} 0.0' in text
+    assert 'rewardgym_items_in_progress{reward="rank_by_length"} 0.0' in text
 
 
 def test_openapi_schema_is_stable(server: str) -> None:
@@ -249,6 +337,9 @@ def test_openapi_schema_is_stable(server: str) -> None:
     assert {"ScoreRequest", "SampleModel", "ScoreResponse", "OpenRLHFRequest"} <= set(
         schema["components"]["schemas"]
     )
+    listed = httpx.get(f"{server}/v1/rewards").json()["rewards"]
+    for ref in {ref for r in listed for ref in r["requests"].values()}:  # the listing points into it
+        assert ref.removeprefix("#/components/schemas/") in schema["components"]["schemas"]
     if os.environ.get("REWARDGYM_UPDATE_SNAPSHOTS"):
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
@@ -272,6 +363,10 @@ def test_bearer_token_from_a_file(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/metrics").status_code == 401
         right = httpx.post(endpoint, json=body, headers={"Authorization": "Bearer s3cret-token"})
         assert right.status_code == 200 and right.json()["scores"][0]["value"] == 1.0
+        for header in ("bearer s3cret-token", "BEARER  s3cret-token"):  # the scheme's case is free
+            assert httpx.post(endpoint, json=body, headers={"Authorization": header}).status_code == 200
+        basic = httpx.post(endpoint, json=body, headers={"Authorization": "Basic s3cret-token"})
+        assert basic.status_code == 401 and "Bearer scheme" in error_of(basic)
         assert httpx.get(f"{url}/health").status_code == 200  # probes need no key
 
 
@@ -504,6 +599,10 @@ def test_load_with_malformed_requests_and_a_slow_reward() -> None:
                 return await asyncio.gather(*(one(i) for i in range(3000)))
 
         results = asyncio.run(run())
+        # /metrics, whichever worker answers, sums what both workers counted
+        assert metric(url, "rewardgym_items_total", reward="exact_match") == 1875 * 4
+        assert metric(url, "rewardgym_items_total", reward="slow") == 375
+        assert metric(url, "rewardgym_requests_total", reward="exact_match", status="200") == 1875
     assert not [r for r in results if r[1] >= 500]
     for kind, status, body in results:
         if kind in ("malformed", "wrong"):
@@ -518,9 +617,9 @@ def test_load_with_malformed_requests_and_a_slow_reward() -> None:
 
 @pytest.mark.slow
 def test_killing_a_server_worker_mid_load_loses_no_request() -> None:
-    """SIGKILL one of two uvicorn workers under load: the requests it held are retried by
-    the client (scoring is idempotent), every one gets its answer, and uvicorn starts a
-    new worker in its place."""
+    """SIGKILL one of two uvicorn workers while it holds requests: those are cut off and
+    retried by the client (scoring is idempotent), every one gets its answer, and uvicorn
+    starts a new worker in its place."""
     import asyncio
 
     from rewards import RewardClient, Sample
@@ -529,21 +628,29 @@ def test_killing_a_server_worker_mid_load_loses_no_request() -> None:
         return {httpx.get(f"{url}/health").json()["pid"] for _ in range(40)}  # a new connection each
 
     argv = ["serve", *IMPORTS, "--reward", "slow", "--workers", "2"]
+    request_s = 0.4
     with served(argv, free_port()) as url:
         before = worker_pids(url)
         assert len(before) == 2
-        victim = min(before)
-        batch = [Sample.from_completion("x", info={"sleep_s": 0.2})] * 2
+        batch = [Sample.from_completion("x", info={"sleep_s": request_s})] * 2
 
-        async def load() -> list[list[float]]:
+        async def load() -> tuple[list[list[float]], int, int]:
             async with RewardClient(url, max_concurrency=16, backoff_base_s=0.05) as client:
-                jobs = [asyncio.ensure_future(client.score("slow", batch)) for _ in range(150)]
-                await asyncio.sleep(0.6)
+                jobs = [asyncio.ensure_future(client.score("slow", batch)) for _ in range(96)]
+                # The victim is the worker that answers first: the connection it answered on is
+                # the idle one the next queued job takes, so half a request later (the waves of
+                # 16 stay in step) a request is mid-way on it. Killing the worker cuts it off.
+                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+                victim = next(iter(done)).result()[0].info["pid"]
+                await asyncio.sleep(request_s / 2)
                 os.kill(victim, signal.SIGKILL)
-                return [[s.value for s in scores] for scores in await asyncio.gather(*jobs)]
+                results = [[s.value for s in scores] for scores in await asyncio.gather(*jobs)]
+                return results, victim, client.retries
 
-        results = asyncio.run(load())
-        assert results == [[1.0, 1.0]] * 150
+        results, victim, retries = asyncio.run(load())
+        assert victim in before
+        assert results == [[1.0, 1.0]] * 96
+        assert retries >= 1  # a request really was in flight on the killed worker
         deadline = time.monotonic() + 30
         while len(after := worker_pids(url)) < 2 or victim in after:
             assert time.monotonic() < deadline, f"no replacement worker: {after}"

@@ -102,6 +102,25 @@ def _json(payload: dict[str, Any]) -> Response:
     return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
 
 
+def _score_json(score: Score, reward: str) -> dict[str, Any]:
+    """One score's wire form; a score that cannot be encoded (an `info` that refers to
+    itself) becomes an error on its item instead of failing the whole response."""
+    try:
+        return score_to_json(score)
+    except Exception as exc:  # whatever a reward put in its score
+        logger.warning("%s: a score could not be encoded as JSON: %s: %s", reward, type(exc).__name__, exc)
+        error = f"{reward}: the score could not be encoded as JSON ({type(exc).__name__}: {exc})"
+        return score_to_json(Score.failure(error))
+
+
+def _scores_json(scores: Sequence[Score], reward: str) -> list[dict[str, Any]]:
+    return [_score_json(s, reward) for s in scores]
+
+
+def _errors(items: Sequence[dict[str, Any]]) -> int:
+    return sum(1 for item in items if item["error"] is not None)
+
+
 def _request_schema(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI for a body we parse ourselves (raw bytes straight into pydantic-core)."""
     return {
@@ -231,11 +250,12 @@ def create_reward_app(
         samples = [sample_from_json(s.model_dump(exclude_none=True)) for s in body.samples]
         start = time.perf_counter()
         scores: list[Score] = await admitted(h.score(samples, settings.request_timeout_s))
+        items = _scores_json(scores, name)
         return _json(
             {
                 "reward": name,
-                "scores": [score_to_json(s) for s in scores],
-                "errors": sum(1 for s in scores if s.error),
+                "scores": items,
+                "errors": _errors(items),
                 "elapsed_s": time.perf_counter() - start,
             }
         )
@@ -255,11 +275,12 @@ def create_reward_app(
         groups = [[sample_from_json(s.model_dump(exclude_none=True)) for s in g] for g in body.groups]
         start = time.perf_counter()
         results: list[list[Score]] = await admitted(h.score_groups(groups, settings.request_timeout_s))
+        items = [_scores_json(group, name) for group in results]
         return _json(
             {
                 "reward": name,
-                "scores": [[score_to_json(s) for s in group] for group in results],
-                "errors": sum(1 for group in results for s in group if s.error),
+                "scores": items,
+                "errors": sum(_errors(group) for group in items),
                 "elapsed_s": time.perf_counter() - start,
             }
         )
@@ -281,6 +302,17 @@ def create_reward_app(
         check_batch(h, len(body.query))
         samples = _openrlhf_samples(body)
         scores: list[Score] = await admitted(h.score(samples, settings.request_timeout_s))
+        failed = [s.error for s in scores if s.error is not None]
+        if failed:  # OpenRLHF sees only a number: say here, once a request, that some are stand-ins
+            logger.warning(
+                "/get_reward: %d of %d items failed on %r and are reported as %g "
+                "(flagged in extra_logs.reward_error); the first error: %s",
+                len(failed),
+                len(scores),
+                h.name,
+                settings.openrlhf_error_value,
+                failed[0],
+            )
         return _json(_openrlhf_response(scores, settings.openrlhf_error_value))
 
     for router in routers:

@@ -5,6 +5,10 @@ Admission is the back-pressure: a request is admitted whole or refused with `Que
 (HTTP 429 with a Retry-After estimated from recent throughput), so a burst costs bounded
 memory instead of an unbounded queue. Admitted items wait for one of `max_concurrency`
 scoring slots; the wait is the queue depth `/metrics` reports.
+
+Every score leaves here in plain Python numbers (`plain_score`), so one reward handing back
+numpy types or an infinite value is an error on its item, not a response that cannot be
+encoded.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +24,7 @@ from rewards.base import GroupReward, Reward
 from rewards.server.executors import Executor
 from rewards.server.metrics import ServerMetrics
 from rewards.types import Sample, Score
+from rewards.wire import plain_score
 
 Kind = Literal["sample", "group"]
 
@@ -83,7 +88,9 @@ class _RewardMetrics:
 
 class HostedReward:
     """One name the server answers to. `reward` is kept for its description; `executor`
-    does the scoring (inline in the event loop or in worker processes)."""
+    does the scoring (inline in the event loop or in worker processes). `signature` is
+    what the registered reward accepts (`describe_reward`'s parameters), None for what
+    is not a registered reward (an environment's)."""
 
     def __init__(
         self,
@@ -93,6 +100,7 @@ class HostedReward:
         *,
         source: str,
         parameters: dict[str, Any] | None = None,
+        signature: Mapping[str, str | None] | None = None,
         limits: HostingLimits | None = None,
         metrics: ServerMetrics | None = None,
     ) -> None:
@@ -102,6 +110,7 @@ class HostedReward:
         self.executor = executor
         self.source = source
         self.parameters = dict(parameters or {})
+        self.signature = dict(signature) if signature is not None else None
         self.limits = limits or HostingLimits()
         self._slots = asyncio.Semaphore(self.limits.max_concurrency)
         self.admitted = 0  # items between admission and their answer
@@ -117,11 +126,20 @@ class HostedReward:
             "summary": " ".join(doc.split()),
             "source": self.source,
             "parameters": self.parameters,
+            "signature": self.signature,
+            "requests": self.requests(),
             "executor": self.executor.kind,
             "item_timeout_s": self.limits.item_timeout_s,
             "max_batch_size": min(self.limits.max_batch_size, self.limits.max_queued),
             "max_queued": self.limits.max_queued,
         }
+
+    def requests(self) -> dict[str, str]:
+        """Each endpoint that scores this reward and the OpenAPI schema of its body."""
+        group = {f"/v1/rewards/{self.name}:score_group": "#/components/schemas/GroupScoreRequest"}
+        if self.kind == "group":
+            return group
+        return {f"/v1/rewards/{self.name}:score": "#/components/schemas/ScoreRequest", **group}
 
     # -- admission --------------------------------------------------------------------------
 
@@ -146,25 +164,32 @@ class HostedReward:
             if errors:
                 self._metrics.item_errors.inc(errors)
 
-    async def _in_slot(self, job: Callable[[], Any]) -> Any:
-        """Run `job()` in a scoring slot; the time before it gets one is queue time."""
+    async def _in_slot(self, job: Callable[[], Any], weight: int) -> Any:
+        """Run `job()` in a scoring slot; the time before it gets one is queue time. The
+        gauges count samples, so a job moves its `weight` (1, or a group's size) of them."""
         queued = True
         try:
             async with self._slots:
                 queued = False
                 self.running += 1
                 if self._metrics:
-                    self._metrics.queue_depth.dec()
-                    self._metrics.in_progress.inc()
+                    self._metrics.queue_depth.dec(weight)
+                    self._metrics.in_progress.inc(weight)
                 try:
                     return await job()
                 finally:
                     self.running -= 1
                     if self._metrics:
-                        self._metrics.in_progress.dec()
+                        self._metrics.in_progress.dec(weight)
         finally:
             if queued and self._metrics:  # cancelled while waiting for a slot
-                self._metrics.queue_depth.dec()
+                self._metrics.queue_depth.dec(weight)
+
+    def _checked(self, score: Score) -> Score:
+        try:
+            return plain_score(score)
+        except ValueError as exc:
+            return Score.failure(f"{self.name}: {exc}")
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -176,7 +201,8 @@ class HostedReward:
         scores: list[Score] = []
         try:
             jobs = [lambda s=s: self.executor.score(s) for s in samples]  # type: ignore[misc]
-            scores = await self._run_all(jobs, timeout_s, lambda i, error: Score.failure(error))
+            done = await self._run_all(jobs, [1] * len(jobs), timeout_s, lambda i, e: Score.failure(e))
+            scores = [self._checked(s) for s in done]
             return scores
         finally:
             self._release(len(samples), sum(1 for s in scores if s.error))
@@ -195,9 +221,13 @@ class HostedReward:
         results: list[list[Score]] = []
         try:
             jobs = [lambda g=g: self.executor.score_group(g) for g in groups]  # type: ignore[misc]
-            results = await self._run_all(
-                jobs, timeout_s, lambda i, error: [Score.failure(error)] * len(groups[i])
+            done = await self._run_all(
+                jobs,
+                [len(g) for g in groups],
+                timeout_s,
+                lambda i, error: [Score.failure(error)] * len(groups[i]),
             )
+            results = [[self._checked(s) for s in group] for group in done]
             return results
         finally:
             self._release(count, sum(1 for group in results for s in group if s.error))
@@ -205,12 +235,13 @@ class HostedReward:
     async def _run_all(
         self,
         jobs: list[Callable[[], Any]],
+        weights: list[int],
         timeout_s: float | None,
         on_deadline: Callable[[int, str], Any],
     ) -> list[Any]:
-        """Run every job in a slot; job i unfinished at the request deadline answers
-        `on_deadline(i, error)` instead."""
-        tasks = [asyncio.ensure_future(self._in_slot(job)) for job in jobs]
+        """Run every job in a slot (job i holds `weights[i]` samples); job i unfinished at
+        the request deadline answers `on_deadline(i, error)` instead."""
+        tasks = [asyncio.ensure_future(self._in_slot(job, w)) for job, w in zip(jobs, weights, strict=True)]
         if timeout_s is None:
             return list(await asyncio.gather(*tasks))
         _, pending = await asyncio.wait(tasks, timeout=timeout_s)

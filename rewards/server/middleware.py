@@ -36,23 +36,27 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 class BearerAuth:
-    """Every path but the open ones needs `Authorization: Bearer <key>`. The comparison
-    is constant-time, so response timing says nothing about how much of a guess was right."""
+    """Every path but the open ones needs `Authorization: Bearer <key>`; the scheme is
+    case-insensitive (RFC 7235), the key is not. The comparison is constant-time, so
+    response timing says nothing about how much of a guess was right."""
 
     def __init__(self, app: ASGIApp, api_key: str, open_paths: frozenset[str]) -> None:
         if not api_key:
             raise ValueError("the API key is empty")
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.expected = api_key.encode()
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             return await self.app(scope, receive, send)
         given = _header(scope, b"authorization")
+        scheme, _, token = (given or b"").strip().partition(b" ")
         if given is None:
             message = "this server needs an API key: send the header 'Authorization: Bearer <key>'"
-        elif not hmac.compare_digest(given, self.expected):
+        elif scheme.lower() != b"bearer":
+            message = "the Authorization header must use the Bearer scheme: 'Authorization: Bearer <key>'"
+        elif not hmac.compare_digest(token.strip(), self.expected):
             message = "the API key is wrong"
         else:
             return await self.app(scope, receive, send)

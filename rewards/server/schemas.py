@@ -91,7 +91,15 @@ class RewardDescription(BaseModel):
     kind: Literal["sample", "group"] = Field(description="group rewards take all G samples of a prompt")
     summary: str
     source: str = Field(description="what the name serves: a registered reward or an environment's reward")
-    parameters: dict[str, Any]
+    parameters: dict[str, Any] = Field(description="the parameters this name was built with")
+    signature: dict[str, str | None] | None = Field(
+        description="every parameter the registered reward accepts: its default's repr, null where "
+        "required; null when the name serves an environment's reward"
+    )
+    requests: dict[str, str] = Field(
+        description="each endpoint that scores this reward and the schema of its body (a sample "
+        "reward takes :score and :score_group, a group reward only :score_group)"
+    )
     executor: Literal["inline", "process"]
     item_timeout_s: float | None
     max_batch_size: int
