@@ -12,6 +12,11 @@ penalty): the reward is only defined relative to the rest of the group.
 The default judge is the embedded Gemma 3 270M served locally with
 `rewardgym serve-model --model gemma-3-270m --port 8001`, judged few-shot through the
 completions API; point `judge=` at any OpenAI-compatible endpoint instead.
+
+Environments with the same judge endpoint settings share one judge client
+(`rewards.judges.shared`): a group's G environments and all the groups of a run ask
+through one connection pool, so the judge's `max_concurrency` bounds the whole run. Each
+environment releases its share in `close()`; the last one closes the client.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from envs.core import MultiTurnEnv
 from envs.tasks import Split, TaskSource, resolve_tasks
 from rewards.base import GroupReward, Reward
 from rewards.judges import JudgeConfig, Schedule, Scoring, Tournament
+from rewards.judges.shared import SHARED_JUDGES, JudgeLease, SharedJudges
 from rewards.types import Sample, Score
 
 LOCAL_JUDGE: dict[str, Any] = {
@@ -70,12 +76,16 @@ class PreferenceEnv(MultiTurnEnv):
         max_tokens: int | None = None,
         token_counter: Callable[[str], int] | None = None,
         render_mode: str | None = None,
+        judges: SharedJudges = SHARED_JUDGES,
     ) -> None:
         """`judge`: JudgeConfig settings (default: the local Gemma judge, `LOCAL_JUDGE`);
-        `tournament`: a ready group reward instead (then judge/schedule/... are unused).
+        `tournament`: a ready group reward instead (then judge/schedule/... are unused, and
+        the caller owns and closes it).
 
         `reward_model`: the directory of a trained preference model (indirect RLAIF): each
-        reply is scored by it on its own, and there is no tournament and no judge."""
+        reply is scored by it on its own, and there is no tournament and no judge.
+        `judges`: where the judge client is leased from (shared by equal settings)."""
+        self._judge_lease: JudgeLease | None = None
         if reward_model is not None:
             if tournament is not None or judge is not None or reward is not None:
                 raise ValueError(
@@ -84,16 +94,32 @@ class PreferenceEnv(MultiTurnEnv):
             from rewards.preference_model import PreferenceModelReward
 
             reward = PreferenceModelReward(reward_model)
-        elif tournament is None:
+        config = None
+        if reward_model is None and tournament is None:
             config = JudgeConfig.from_mapping(judge if judge is not None else LOCAL_JUDGE)
-            tournament = Tournament(config.pairwise(), schedule=schedule, k=k, scoring=scoring, soft=soft)
-        super().__init__(
-            preference_tasks(tasks, split, eval_fraction),
-            reward or GroupOnly(),
-            system_prompt=system_prompt,
-            max_turns=1,
-            max_tokens=max_tokens,
-            token_counter=token_counter,
-            group_reward=tournament,
-            render_mode=render_mode,
-        )
+            self._judge_lease = judges.lease(config)
+        try:
+            if config is not None and self._judge_lease is not None:
+                pairwise = config.pairwise(self._judge_lease.client)
+                tournament = Tournament(pairwise, schedule=schedule, k=k, scoring=scoring, soft=soft)
+            super().__init__(
+                preference_tasks(tasks, split, eval_fraction),
+                reward or GroupOnly(),
+                system_prompt=system_prompt,
+                max_turns=1,
+                max_tokens=max_tokens,
+                token_counter=token_counter,
+                group_reward=tournament,
+                render_mode=render_mode,
+            )
+        except BaseException:
+            if self._judge_lease is not None:
+                self._judge_lease.release()
+            raise
+
+    def close(self) -> None:
+        """Release this environment's share of the judge client (the last share closes it)."""
+        if self._judge_lease is not None:
+            self._judge_lease.release()
+            self._judge_lease = None
+        super().close()

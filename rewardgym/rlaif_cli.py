@@ -22,7 +22,8 @@ def _judge_arguments(p: argparse.ArgumentParser, prefix: str = "judge", what: st
     p.add_argument(
         f"--{prefix}-url",
         help=f"{what}'s OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1 "
-        "(compare: default starts the embedded Gemma 270M as the judge)",
+        "(collect: default the local judge at http://127.0.0.1:8001/v1, started with "
+        "`rewardgym serve-model --port 8001`; compare: default starts the embedded Gemma 270M as the judge)",
     )
     p.add_argument(f"--{prefix}-model", default="gemma-3-270m", help=f"{what}'s model name")
     p.add_argument(
@@ -90,20 +91,28 @@ def run_rlaif(args: argparse.Namespace) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     import envs
+    from envs.preference_env import LOCAL_JUDGE
     from rewards.judges import JudgeConfig
     from trainer.engines import SamplingParams, TransformersEngine
     from trainer.rlaif import collect_preferences
 
-    if not args.judge_url:
+    judge_url = args.judge_url or LOCAL_JUDGE["base_url"]
+    problem = _unreachable(judge_url)
+    if problem is not None:  # before loading the policy and sampling: say so in a second, not minutes
+        hint = (
+            "pass --judge-url, or start the local judge: rewardgym serve-model --port 8001"
+            if not args.judge_url
+            else "is the judge server running?"
+        )
         console.print(
-            "[red]error:[/red] collect needs --judge-url (start one: rewardgym serve-model --port 8001)"
+            f"[red]error:[/red] no judge answers at {escape(judge_url)} ({escape(problem)}); {hint}"
         )
         return 2
     env = envs.make(args.env, split=args.split)
     tasks = list(env.tasks)[: args.num_prompts]
     judge_config = JudgeConfig.from_mapping(
         {
-            "base_url": args.judge_url,
+            "base_url": judge_url,
             "model": args.judge_model,
             "api": args.judge_api,
             "cache_dir": args.cache_dir,
@@ -139,6 +148,19 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unreachable(base_url: str) -> str | None:
+    """Why nothing answers at `base_url` (connection refused, timed out), or None if something does."""
+    import httpx
+
+    try:
+        httpx.get(f"{base_url.rstrip('/')}/models", timeout=5.0)
+    except httpx.TransportError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except httpx.InvalidURL as exc:
+        return f"invalid URL: {exc}"
+    return None
+
+
 def _train_rm(args: argparse.Namespace) -> int:
     from rewards.preference_data import read_preferences
     from rewards.preference_model import EncoderNotFoundError, PreferenceModelError, train_preference_model
@@ -158,7 +180,8 @@ def _train_rm(args: argparse.Namespace) -> int:
         return 2
     console.print(
         f"reward model saved to {args.out}: {report.n_train} training pairs, {report.n_eval} held out, "
-        f"{report.n_skipped} skipped (failed verdicts); held-out agreement with the judge "
+        f"{report.n_skipped} skipped ({report.n_stand_in} stand-in verdicts, the rest failed); "
+        "held-out agreement with the judge "
         f"{report.eval_agreement:.3f} (length baseline {report.length_baseline_eval_agreement:.3f})"
     )
     console.print(

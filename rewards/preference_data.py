@@ -22,8 +22,29 @@ VERDICTS: tuple[str, ...] = ("A", "B", "tie")
 _REQUIRED = ("prompt", "response_a", "response_b", "p_a", "verdict", "consistent")
 
 
+SOURCES: tuple[str, ...] = ("logprobs", "text", "neutral")
+
+
 class PreferenceFileError(ValueError):
     """A preference file or record is malformed; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """The judge's answer with the responses shown in one order, stated for the record's A.
+
+    `source` is how it was read: "logprobs" (token probabilities), "text", or "neutral":
+    a stand-in tie the judge never gave (its replies could not be read and the
+    unparseable policy was "neutral").
+    """
+
+    p_a: float
+    source: str
+    swapped: bool  # B was shown first
+
+    @property
+    def stand_in(self) -> bool:
+        return self.source == "neutral"
 
 
 @dataclass(frozen=True)
@@ -32,7 +53,9 @@ class PreferenceRecord:
 
     `p_a` is the judge's probability that A is better (a tie counts half), or None when the
     verdict failed; then `error` says why. `consistent` says whether both position orders
-    (A first, B first) agreed, or None when only one order was asked.
+    (A first, B first) agreed, or None when only one order was asked. `orders` keeps each
+    order's probability and how it was read; a record with a stand-in order (`stand_in`)
+    carries no judgement of its own and is not a training label.
     """
 
     prompt: str
@@ -44,6 +67,7 @@ class PreferenceRecord:
     judge: str = ""
     error: str | None = None
     task_id: str = ""
+    orders: tuple[OrderRecord, ...] = ()
 
     def __post_init__(self) -> None:
         problem = _check(self)
@@ -54,6 +78,11 @@ class PreferenceRecord:
     def ok(self) -> bool:
         """Usable as a training label: no error and a probability to learn from."""
         return self.error is None and self.p_a is not None
+
+    @property
+    def stand_in(self) -> bool:
+        """Some order's verdict was a stand-in (an unreadable reply taken as a tie), not the judge's."""
+        return any(o.stand_in for o in self.orders)
 
     @property
     def winner(self) -> Verdict | None:
@@ -77,6 +106,7 @@ class PreferenceRecord:
             judge=self.judge,
             error=self.error,
             task_id=self.task_id,
+            orders=tuple(OrderRecord(1.0 - o.p_a, o.source, not o.swapped) for o in self.orders),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +132,10 @@ class PreferenceRecord:
         p_a = values["p_a"]
         if isinstance(p_a, int) and not isinstance(p_a, bool):
             values["p_a"] = float(p_a)
+        if values.get("orders") is None:
+            values.pop("orders", None)
+        else:
+            values["orders"] = _orders(values["orders"], where)
         try:
             return cls(**values)
         except PreferenceFileError as exc:
@@ -114,6 +148,25 @@ class PreferenceRecord:
         except json.JSONDecodeError as exc:
             raise PreferenceFileError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         return cls.from_dict(data, where=where)
+
+
+def _orders(raw: Any, where: str) -> tuple[OrderRecord, ...]:
+    """`orders` from JSON: a list of {p_a, source, swapped} objects."""
+    if not isinstance(raw, list | tuple):
+        raise PreferenceFileError(f"{where}: orders must be a list, got {type(raw).__name__}")
+    orders = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping) or set(item) != {"p_a", "source", "swapped"}:
+            raise PreferenceFileError(f"{where}: orders[{i}] must be an object with p_a, source and swapped")
+        p_a = item["p_a"]
+        orders.append(
+            OrderRecord(
+                float(p_a) if isinstance(p_a, int) and not isinstance(p_a, bool) else p_a,
+                item["source"],
+                item["swapped"],
+            )
+        )
+    return tuple(orders)
 
 
 def _check(record: PreferenceRecord) -> str | None:
@@ -134,6 +187,15 @@ def _check(record: PreferenceRecord) -> str | None:
         return f"consistent must be true, false or null, got {record.consistent!r}"
     if record.error is not None and not isinstance(record.error, str):
         return f"error must be a string or null, got {type(record.error).__name__}"
+    for i, order in enumerate(record.orders):
+        if not isinstance(order, OrderRecord):
+            return f"orders[{i}] must be an OrderRecord, got {type(order).__name__}"
+        if isinstance(order.p_a, bool) or not isinstance(order.p_a, float) or not 0.0 <= order.p_a <= 1.0:
+            return f"orders[{i}].p_a must be a number in [0, 1], got {order.p_a!r}"
+        if order.source not in SOURCES:
+            return f"orders[{i}].source must be one of {SOURCES}, got {order.source!r}"
+        if not isinstance(order.swapped, bool):
+            return f"orders[{i}].swapped must be true or false, got {order.swapped!r}"
     return None
 
 

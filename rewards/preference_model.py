@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +227,7 @@ class PreferenceModelReport:
 
     encoder: str
     n_records: int
-    n_skipped: int  # records with an error or no p_a, left out of training and evaluation
+    n_skipped: int  # records left out of training and evaluation: failed, or with a stand-in verdict
     n_train: int
     n_eval: int
     n_train_prompts: int
@@ -243,16 +243,17 @@ class PreferenceModelReport:
     epochs: int
     encode_seconds: float
     train_seconds: float
+    n_stand_in: int = 0  # of the skipped: a stand-in verdict (unreadable reply taken as a tie)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _nan_to_none(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreferenceModelReport:
-        names = {f.name: f.type for f in fields(cls)}
         values = {}
-        for name, kind in names.items():
-            value = data[name]
+        for f in fields(cls):
+            name, kind = f.name, f.type
+            value = data[name] if f.default is MISSING else data.get(name, f.default)
             values[name] = math.nan if value is None and kind == "float" else value
         return cls(**values)
 
@@ -431,18 +432,21 @@ def train_preference_model(
 
     Loss: binary cross-entropy between σ(r(a) − r(b)) and the judge's soft label `p_a`
     (Bradley–Terry log loss), AdamW on minibatches. Records with an error or no `p_a` are
-    skipped and counted. `encoder` is a name/path or an already loaded `TextEncoder`.
+    skipped and counted, and so are records whose verdict is a stand-in (an unreadable reply
+    taken as a tie under the "neutral" policy: not the judge's opinion, so not a label).
+    `encoder` is a name/path or an already loaded `TextEncoder`.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     train_all, eval_all = split_by_prompt(records, eval_fraction, seed)
-    train = [r for r in train_all if r.ok]
-    evaluation = [r for r in eval_all if r.ok]
+    train = [r for r in train_all if r.ok and not r.stand_in]
+    evaluation = [r for r in eval_all if r.ok and not r.stand_in]
     n_skipped = len(records) - len(train) - len(evaluation)
+    n_stand_in = sum(1 for r in records if r.ok and r.stand_in)
     if not train:
         raise ValueError(
-            f"no usable training pairs: {len(records)} records, {n_skipped} with errors or no p_a, "
-            f"{len(evaluation)} held out for eval"
+            f"no usable training pairs: {len(records)} records, {n_skipped - n_stand_in} with errors "
+            f"or no p_a, {n_stand_in} with stand-in verdicts, {len(evaluation)} held out for eval"
         )
     if not isinstance(encoder, TextEncoder):
         encoder = TextEncoder(encoder, device=device)
@@ -502,6 +506,7 @@ def train_preference_model(
         encoder=encoder.name,
         n_records=len(records),
         n_skipped=n_skipped,
+        n_stand_in=n_stand_in,
         n_train=len(train),
         n_eval=len(evaluation),
         n_train_prompts=len({r.prompt for r in train}),

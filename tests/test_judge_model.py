@@ -1,11 +1,14 @@
 """Judges against a real OpenAI-compatible server on loopback backed by a real tiny model.
 
 A random tiny model has no opinion, so the module first teaches one: a few supervised steps
-on the exact text prompts `PairwiseJudge` renders (zero-shot, no ties) until, for every
-ordered pair of three responses to one prompt, the model answers " A" or " B" by a fixed
-ranking, confidently. Saved with `save_pretrained` and served by `rewardgym serve-model`, it
-is then questioned only over HTTP (completions API, top logprobs asked for): pairwise
-verdicts in both positions, tournaments, and a tournament hosted by `rewardgym serve`.
+on the exact prompts the judges render until, for every ordered pair of three responses to
+one prompt, the model answers " A" or " B" by a fixed ranking, confidently (zero-shot text
+prompts, no ties); and, for a few more questions, the same through a few-shot text prompt and
+through the chat API's rendering, a score digit for a pointwise judge, and yes/no for a
+reference judge. Saved with `save_pretrained` and served by `rewardgym serve-model`, it is
+then questioned only over HTTP (top logprobs asked for): pairwise verdicts in both
+positions, few-shot and chat judging, pointwise and reference scores, tournaments, and a
+tournament hosted by `rewardgym serve`.
 The untaught model (conftest's `model_server`) checks the failure accounting: its replies
 are mostly noise, and every verdict must be a real one or a counted error.
 """
@@ -27,13 +30,20 @@ transformers = pytest.importorskip("transformers")
 from rewards import RewardClient, Sample  # noqa: E402
 from rewards.judges import (  # noqa: E402
     JudgeClient,
+    JudgeExample,
     JudgeSampling,
     PairwiseJudge,
+    PointwiseJudge,
+    ReferenceJudge,
     Tournament,
     pairwise_prompt,
+    pointwise_prompt,
+    reference_prompt,
+    with_examples,
 )
-from rewards.judges.prompts import pair_query  # noqa: E402
+from rewards.judges.prompts import pair_query, reference_query, single_query  # noqa: E402
 from rewards.judges.verdicts import read_choice  # noqa: E402
+from trainer.engines.chat_format import render_plain  # noqa: E402
 
 from conftest import build_tiny_model, free_port, served  # noqa: E402
 
@@ -45,17 +55,48 @@ GROUP = (RANKED[1], RANKED[2], RANKED[0])
 TAUGHT_ORDER = [2, 0, 1]  # group indices, best first
 
 
+# A one-shot prompt (a short example keeps teaching quick), the score and yes/no questions.
+FEW_SHOT_PROMPT = with_examples(JUDGE_PROMPT, [JudgeExample(pair_query("Hi?", "Hi!", "No."), "A")])
+SCORE_PROMPT = pointwise_prompt(few_shot=False)
+REFERENCE_PROMPT = reference_prompt(few_shot=False)
+SCORES = {RANKED[0]: "9", RANKED[2]: "1"}
+REFERENCE = ("What colour is a banana?", "yellow", {"Yellow.": "yes", "Blue.": "no"})
+
+
+def teaching_rows() -> list[tuple[str, str]]:
+    """(prompt text as the server sees it, answer) for everything the judge is taught.
+
+    Every ordered pair zero-shot; the best-vs-worst pair (both orders) also one-shot and as
+    the chat API renders it (plain transcript, as `serve-model` renders chat for a model
+    without a chat template); a score digit for the best and the worst response; yes/no."""
+    rows = []
+    for i, j in itertools.permutations(range(len(RANKED)), 2):
+        query = pair_query(PROMPT, RANKED[i], RANKED[j])
+        answer = " A" if i < j else " B"
+        rows.append((JUDGE_PROMPT.text(query), answer))
+        if {i, j} == {0, 2}:
+            rows.append((FEW_SHOT_PROMPT.text(query), answer))
+            rows.append((render_plain(JUDGE_PROMPT.messages(query)), answer))
+    for response, score in SCORES.items():
+        rows.append((SCORE_PROMPT.text(single_query(PROMPT, response)), f" {score}"))
+    question, gold, answers = REFERENCE
+    for response, answer in answers.items():
+        rows.append((REFERENCE_PROMPT.text(reference_query(question, response, gold)), f" {answer}"))
+    return rows
+
+
 def teach_judge(model_dir: Path, out_dir: Path, *, confidence: float = 0.9) -> Path:
-    """Supervised steps until every answer token (" A"/" B" then the newline the judge stops
-    at) gets probability > `confidence`: a confident judge, so soft verdicts are far from ½."""
+    """Supervised steps until every answer token (" A"/" B", a digit, yes/no, then the newline
+    the judge stops at) gets probability > `confidence`: a confident judge, so soft verdicts
+    are far from ½. One torch thread: on a shared CPU that is several times faster here."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     rows = []
-    for i, j in itertools.permutations(range(len(RANKED)), 2):
-        question = JUDGE_PROMPT.text(pair_query(PROMPT, RANKED[i], RANKED[j]))
-        answer = (" A" if i < j else " B") + "\n"
-        # As the server tokenizes a completions prompt (with BOS); " A" is two tokens here.
-        rows.append((tokenizer(question).input_ids, tokenizer(answer, add_special_tokens=False).input_ids))
+    for question, answer in teaching_rows():
+        # As the server tokenizes a prompt (with BOS); " A" is two tokens here.
+        rows.append(
+            (tokenizer(question).input_ids, tokenizer(answer + "\n", add_special_tokens=False).input_ids)
+        )
     width = max(len(q) + len(a) for q, a in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     labels = torch.full_like(ids, -100)
@@ -69,14 +110,19 @@ def teach_judge(model_dir: Path, out_dir: Path, *, confidence: float = 0.9) -> P
     answered = targets != -100
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(400):
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        probs = out.logits[:, :-1].softmax(-1)[answered].gather(1, targets[answered][:, None])
-        if probs.min().item() > confidence:
-            break
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(400):
+            out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            probs = out.logits[:, :-1].softmax(-1)[answered].gather(1, targets[answered][:, None])
+            if probs.min().item() > confidence:
+                break
+            out.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
     assert probs.min().item() > confidence, "the tiny model did not learn to judge the pairs"
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -145,6 +191,7 @@ def test_pairwise_verdicts_follow_the_taught_ranking_in_both_positions(
         "cache_hits": 0,
         "failures": 0,
         "unparseable": 0,
+        "failed_pairs": 0,
         "retries": 0,
     }
 
@@ -214,6 +261,70 @@ def test_a_tournament_hosted_by_the_reward_server_ranks_as_taught(judge_url: str
         assert sum(values) == pytest.approx(len(GROUP) / 2)
         metrics = got[0].info["group_metrics"]
         assert metrics["position_consistency"] == 1.0 and metrics["orders_judged"] == 6, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["few_shot", "chat"])
+def test_few_shot_and_chat_judges_follow_the_taught_ranking(judge_url: str, route: str) -> None:
+    """A one-shot text prompt through the completions API (the base-model set-up), and the
+    chat API (messages, which the server renders): both orders of the taught pair, read from
+    the answer token's probabilities."""
+    if route == "chat":
+        client = JudgeClient.from_endpoint(judge_url, "judge", api="chat")
+        judge = PairwiseJudge(client, prompt=JUDGE_PROMPT, ties=False)
+        assert judge.chat  # messages to /chat/completions
+    else:
+        client = JudgeClient.from_endpoint(judge_url, "judge", api="completions")
+        judge = PairwiseJudge(client, prompt=FEW_SHOT_PROMPT, ties=False)
+        assert not judge.chat and "Response A: Hi!" in FEW_SHOT_PROMPT.text("q")
+
+    async def run() -> list[Any]:
+        try:
+            return [
+                await judge.compare(PROMPT, RANKED[0], RANKED[2]),
+                await judge.compare(PROMPT, RANKED[2], RANKED[0]),
+            ]
+        finally:
+            await client.close()
+
+    better_first, worse_first = asyncio.run(run())
+    assert better_first.verdict == "A" and better_first.consistent is True, better_first
+    assert worse_first.verdict == "B" and worse_first.consistent is True, worse_first
+    assert better_first.p_a > 0.8 and worse_first.p_a < 0.2
+    assert {o.source for v in (better_first, worse_first) for o in v.orders} == {"logprobs"}
+    assert client.counters()["calls"] == 4 and client.counters()["unparseable"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("top_logprobs", [10, 0], ids=["logprobs", "text"])
+def test_pointwise_and_reference_judges_score_as_taught(judge_url: str, top_logprobs: int) -> None:
+    """A score digit (the expected score under the digit probabilities, or the digit in the
+    text) scaled to [0, 1]; P(yes) that a reply matches the gold answer."""
+    client = JudgeClient.from_endpoint(judge_url, "judge", api="completions")
+    sampling = JudgeSampling(top_logprobs=top_logprobs)
+    pointwise = PointwiseJudge(client, prompt=SCORE_PROMPT, sampling=sampling)
+    reference = ReferenceJudge(client, prompt=REFERENCE_PROMPT, sampling=sampling)
+    question, gold, answers = REFERENCE
+    scored = [Sample.from_completion(response, prompt=PROMPT) for response in SCORES]
+    checked = [Sample.from_completion(response, gold, prompt=question) for response in answers]
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        try:
+            return await pointwise.score_batch(scored), await reference.score_batch(checked)
+        finally:
+            await client.close()
+
+    (best, worst), (same, different) = asyncio.run(run())
+    assert all(s.error is None for s in (best, worst, same, different)), (best, worst, same, different)
+    assert best.value > 0.8 and worst.value < 0.2, (best, worst)  # taught 9 and 1 on 1..9
+    assert same.passed and same.value > 0.5 and not different.passed and different.value < 0.5
+    if top_logprobs:
+        assert best.info["source"] == worst.info["source"] == "logprobs"
+        assert 0.0 < worst.value < best.value < 1.0  # an expected score, not just the argmax
+    else:
+        assert (best.value, worst.value) == (1.0, 0.0) and best.info["source"] == "text"
+        assert (same.value, different.value) == (1.0, 0.0)
+    assert client.counters()["unparseable"] == 0
 
 
 # -- an untaught judge -------------------------------------------------------------------

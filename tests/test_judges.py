@@ -5,27 +5,39 @@ answers a real model server cannot be made to give on cue (500s, garbage, silenc
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
+import re
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from envs.groups import EnvGroup
+from envs.preference_env import PreferenceEnv
 from rewards import Sample, make_reward
 from rewards.judges import (
     JudgeCache,
     JudgeClient,
     JudgeConfig,
+    JudgeExample,
     JudgeSampling,
     JudgeUnavailable,
     PairwiseJudge,
     PointwiseJudge,
     ReferenceJudge,
+    SharedJudges,
     Tournament,
     UnparseableVerdict,
     bradley_terry,
+    pairwise_prompt,
+    pointwise_prompt,
+    reference_prompt,
     schedule_matchups,
+    with_examples,
 )
 from rewards.judges.verdicts import (
     expected_score,
@@ -34,6 +46,8 @@ from rewards.judges.verdicts import (
     read_choice,
     score_in_text,
 )
+from rewards.preference_data import OrderRecord, PreferenceRecord
+from trainer.rlaif import judge_agreement, judge_pairs
 
 # -- verdict parsing ---------------------------------------------------------------------
 
@@ -54,6 +68,7 @@ def test_label_distribution_sums_equivalent_tokens_and_renormalises() -> None:
 
 
 def test_label_in_text_needs_a_whole_word() -> None:
+    assert label_in_text("Answer: a", ("A", "B")) is None
     assert label_in_text("Response B is better", ("A", "B", "tie")) == "B"
     assert label_in_text("**tie**", ("A", "B", "tie")) == "tie"
     assert label_in_text("Both are good", ("A", "B")) is None  # no standalone A or B
@@ -68,10 +83,53 @@ def test_read_choice_prefers_logprobs_and_falls_back_to_text() -> None:
     assert read_choice("I cannot decide", [], ("A", "B")) is None
 
 
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("It's a tie", "tie"),
+        ("Neither, it is a tie.", "tie"),
+        ("Both are a bit weak; B", "B"),
+        ("a", None),  # the article is not a verdict
+        ("TIE", "tie"),  # words match in any case
+        ("**A**", "A"),
+    ],
+)
+def test_the_word_a_is_not_a_vote_for_a(reply: str, label: str | None) -> None:
+    assert label_in_text(reply, ("A", "B", "tie")) == label
+
+
+def test_a_lowercase_a_token_adds_nothing_to_a() -> None:
+    top = [{" A": math.log(0.3), " a": math.log(0.3), " B": math.log(0.3)}]
+    probabilities = label_distribution(top, ("A", "B"))
+    assert probabilities is not None and probabilities["A"] == pytest.approx(0.5)
+    assert label_distribution([{" a": math.log(0.6), " B": math.log(0.3)}], ("A", "B")) is None
+    assert label_distribution([{" Yes": math.log(0.6), "no": math.log(0.2)}], ("yes", "no")) == {
+        "yes": pytest.approx(0.75),
+        "no": pytest.approx(0.25),
+    }
+
+
+@pytest.mark.parametrize(
+    ("reply", "score"),
+    [
+        ("On a scale of 1 to 9, I give 7", 7),  # the scale's bounds are not the score
+        ("I give it a 6 out of 9", 6),  # nor is a denominator
+        ("Score: 7/10", 7),
+        ("7/9", 7),
+        (" 8", 8),
+        ("7. It makes 2 small mistakes", 7),  # the reply leads with its answer
+        ("It makes 2 small mistakes. Rating: 4", 4),  # an answer word wins
+        ("42 then 8.5", 8.5),  # out of range numbers are skipped
+        ("Between 1 and 9: 3", 3),
+        ("none", None),
+        ("1 to 9", None),  # only the scale
+    ],
+)
+def test_score_in_text_reads_the_score_not_the_scale(reply: str, score: float | None) -> None:
+    assert score_in_text(reply, 1, 9) == score
+
+
 def test_scores_from_text_and_from_digit_probabilities() -> None:
-    assert score_in_text("Score: 7/10", 1, 9) == 7
-    assert score_in_text("42 then 8.5", 1, 9) == 8.5  # the first number in range
-    assert score_in_text("none", 1, 9) is None
     mean, probabilities = expected_score([{" 3": math.log(0.5), "5": math.log(0.5), "x": -0.1}], 1, 9)  # type: ignore[misc]
     assert mean == pytest.approx(4.0) and set(probabilities) == {str(s) for s in range(1, 10)}
     assert expected_score([{"1": -0.1}], 1, 10) is None  # "10" is not one token: text only
@@ -278,3 +336,248 @@ def test_judge_settings_are_checked_by_name() -> None:
     assert isinstance(
         make_reward("judge_pointwise", judge={"base_url": "http://h/v1", "model": "m"}), PointwiseJudge
     )
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("top_logprobs", 21, "top_logprobs must be from 0 to 20, got 21"),
+        ("top_logprobs", -1, "top_logprobs must be from 0 to 20"),
+        ("max_concurrency", 0, "max_concurrency must be 1 or more, got 0"),
+        ("max_concurrency", 2.5, "max_concurrency must be a whole number"),
+        ("timeout_s", 0, "timeout_s must be a number > 0, got 0"),
+        ("timeout_s", float("nan"), "timeout_s must be a number > 0"),
+        ("max_attempts", 0, "max_attempts must be 1 or more, got 0"),
+        ("max_tokens", 0, "max_tokens must be 1 or more"),
+        ("temperature", -0.5, "temperature must be a number >= 0"),
+        ("seed", "7", "seed must be a whole number"),
+        ("resamples", True, "resamples must be a whole number"),
+    ],
+)
+def test_numeric_judge_settings_are_checked_with_clear_errors(
+    setting: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"judge {message}")):
+        JudgeConfig.from_mapping({"base_url": "http://h/v1", "model": "m", setting: value})
+
+
+def test_max_attempts_below_one_never_reaches_the_engine() -> None:
+    with pytest.raises(ValueError, match="max_attempts must be a whole number, 1 or more, got 0"):
+        JudgeClient.from_endpoint("http://h/v1", "m", max_attempts=0)
+
+
+def test_sampling_settings_reach_the_request(scripted) -> None:
+    scripted.reply(200, chat_reply("A"))
+    client = scripted_client(scripted.url, temperature=0.7, max_tokens=32, seed=5, top_logprobs=3)
+    config = JudgeConfig.from_mapping(
+        {
+            "base_url": "http://h/v1",
+            "model": "m",
+            "temperature": 0.7,
+            "max_tokens": 32,
+            "seed": 5,
+            "top_logprobs": 3,
+        }
+    )
+    assert run(
+        PairwiseJudge(client, both_positions=False, sampling=config.sampling).compare("q", "a", "b")
+    ).ok
+    body = scripted.bodies[0]
+    assert (body["temperature"], body["max_tokens"], body["seed"], body["top_logprobs"]) == (0.7, 32, 5, 3)
+
+
+# -- few-shot prompts --------------------------------------------------------------------
+
+
+def test_few_shot_prompts_render_examples_before_the_question() -> None:
+    base = pairwise_prompt(few_shot=False, ties=False)
+    shots = [JudgeExample("Q1", "A"), JudgeExample("Q2", "B")]
+    prompt = with_examples(base, shots)
+    assert prompt.instructions == base.instructions and base.examples == ()
+    assert prompt.text("Q3") == (
+        f"{base.instructions}\n\nQ1\nBetter response: A\n\nQ2\nBetter response: B\n\nQ3\nBetter response:"
+    )
+    assert prompt.messages("Q3") == [
+        {"role": "system", "content": base.instructions},
+        {"role": "user", "content": "Q1\nBetter response:"},
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "Q2\nBetter response:"},
+        {"role": "assistant", "content": "B"},
+        {"role": "user", "content": "Q3\nBetter response:"},
+    ]
+    assert prompt.render("Q3", chat=False) == prompt.text("Q3")
+    # The built-in shots: pairwise answers are labels, pointwise ones digits in range, reference yes/no.
+    assert {ex.answer for ex in pairwise_prompt().examples} <= {"A", "B", "tie"}
+    assert all(1 <= int(ex.answer) <= 9 for ex in pointwise_prompt().examples)
+    assert pointwise_prompt(low=0, high=100).examples == ()  # the shots are on the 1-9 scale
+    assert {ex.answer for ex in reference_prompt().examples} == {"yes", "no"}
+
+
+# -- a judge that answers by a rule --------------------------------------------------------
+
+
+class _WideServer(ThreadingHTTPServer):
+    request_queue_size = 64  # the default 5 drops simultaneous connects (they retry a second later)
+    daemon_threads = True
+
+
+class RuleJudgeServer:
+    """A real OpenAI-compatible chat endpoint on loopback that answers every question by a rule
+    (`prefer(response_a, response_b)` -> "A" or "B"), after `delay_s`, or with `status` (a
+    fault). Scripted, not a model: it exists to make concurrency measurable (it records the
+    peak number of questions in flight) and to give two judges with known, different tastes."""
+
+    def __init__(self, prefer, *, delay_s: float = 0.0, status: int = 200) -> None:
+        self.prefer = prefer
+        self.delay_s = delay_s
+        self.status = status
+        self.in_flight = 0
+        self.peak = 0
+        self.asked = 0
+        self._lock = threading.Lock()
+        rule = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with rule._lock:
+                    rule.asked += 1
+                    rule.in_flight += 1
+                    rule.peak = max(rule.peak, rule.in_flight)
+                try:
+                    time.sleep(rule.delay_s)
+                    question = body["messages"][-1]["content"]
+                    a, b = re.search(r"Response A: (.*)\n\nResponse B: (.*)\n", question, re.S).groups()
+                    payload = json.dumps(chat_reply(rule.prefer(a, b))).encode()
+                finally:
+                    with rule._lock:
+                        rule.in_flight -= 1
+                self.send_response(rule.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = _WideServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> RuleJudgeServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def longer(a: str, b: str) -> str:
+    return "A" if len(a) >= len(b) else "B"
+
+
+def group(*completions: str) -> list[Sample]:
+    return [Sample.from_completion(c, prompt="Say something.", task_id="t") for c in completions]
+
+
+@pytest.mark.parametrize(
+    ("max_concurrency", "concurrent", "peak", "delay_s"),
+    [(16, True, 12, 0.5), (3, True, 3, 0.2), (16, False, 1, 0.05)],
+    ids=["all-at-once", "capped", "one-by-one"],
+)
+def test_tournament_concurrency_is_what_was_asked_for(
+    max_concurrency: int, concurrent: bool, peak: int, delay_s: float
+) -> None:
+    """G = 4, all pairs: 12 questions. Issued together they are all in flight at once, unless
+    the client's max_concurrency caps them; concurrent=False asks one at a time. (The judge's
+    delay is long enough for every question issued together to arrive before one finishes.)"""
+    with RuleJudgeServer(longer, delay_s=delay_s) as server:
+        client = JudgeConfig(
+            base_url=server.url, model="rule", max_concurrency=max_concurrency, max_attempts=1
+        ).client()
+        tournament = Tournament(PairwiseJudge(client, ties=False), concurrent=concurrent)
+        scores = run(tournament.score_group(group("x", "xx", "xxx", "xxxx")))
+        run(client.close())
+    assert [s.value for s in scores] == [0.0, 1 / 3, 2 / 3, 1.0]
+    assert server.asked == 12 and server.peak == peak
+
+
+def test_a_group_of_preference_envs_shares_one_judge_client_and_closes_it() -> None:
+    """Four environments, one judge client (one connection pool, one concurrency bound); the
+    group's tournament works through it, and closing the group closes it."""
+    with RuleJudgeServer(longer) as server:
+        settings = {"base_url": server.url, "model": "rule", "ties": False}
+        config = JudgeConfig.from_mapping(settings)
+        pool = SharedJudges()
+        members = EnvGroup(lambda: PreferenceEnv(judge=settings, split="train", judges=pool), 4)
+        clients = {id(env.group_reward.judge.client) for env in members.envs}
+        assert len(clients) == 1 and pool.holders(config) == 4
+        client = members.envs[0].group_reward.judge.client
+        for env, reply in zip(members.envs, ("x", "xx", "xxx", "xxxx"), strict=True):
+            env.reset(seed=0)
+            env.step(reply)
+        result = run(members.finish())
+        assert [s.value for s in result.group_scores_G] == [0.0, 1 / 3, 2 / 3, 1.0] and server.asked == 12
+        assert not client.closed
+        members.close()
+    assert client.closed and client.engine.client.is_closed and pool.holders(config) == 0
+    again = PreferenceEnv(judge=settings, split="train", judges=pool)  # a new lease: a new client
+    assert again.group_reward.judge.client is not client
+    again.close()
+    with pytest.raises(ValueError, match="schedule must be one of"):  # a bad setting leaks no lease
+        PreferenceEnv(judge=settings, schedule="swiss", judges=pool)  # type: ignore[arg-type]
+    assert pool.holders(config) == 0
+
+
+def test_an_eval_judge_rejudges_preference_pairs_and_reports_agreement() -> None:
+    """Two judge endpoints with different tastes: the training judge prefers the longer reply,
+    the evaluation judge the reply that says "please". Their agreement is known in advance."""
+    pairs = [
+        ("please help", "no"),  # both prefer A
+        ("ok", "please"),  # both prefer B
+        ("a longer reply", "please"),  # training A, evaluation B
+        ("sure", "a much longer reply"),  # no "please": both prefer the longer B
+    ]
+
+    def polite(a: str, b: str) -> str:
+        if ("please" in a) != ("please" in b):
+            return "A" if "please" in a else "B"
+        return longer(a, b)
+
+    async def label_and_rejudge(train_url: str, eval_url: str) -> tuple[list, object]:
+        train_client = JudgeConfig(base_url=train_url, model="longer", ties=False).client()
+        eval_client = JudgeConfig(base_url=eval_url, model="polite", ties=False).client()
+        try:
+            verdicts = await judge_pairs(
+                PairwiseJudge(train_client, ties=False),
+                ["q"] * len(pairs),
+                [a for a, _ in pairs],
+                [b for _, b in pairs],
+                progress=False,
+            )
+            records = [
+                PreferenceRecord("q", a, b, v.p_a, v.verdict, v.consistent, judge="longer")
+                for (a, b), v in zip(pairs, verdicts, strict=True)
+            ]
+            stand_in = PreferenceRecord(
+                "q", "x", "y", 0.5, "tie", None, orders=(OrderRecord(0.5, "neutral", False),)
+            )
+            agreement = await judge_agreement(
+                PairwiseJudge(eval_client, ties=False), [*records, stand_in], progress=False
+            )
+            return records, agreement
+        finally:
+            await train_client.close()
+            await eval_client.close()
+
+    with RuleJudgeServer(longer) as train, RuleJudgeServer(polite) as evaluation:
+        records, agreement = run(label_and_rejudge(train.url, evaluation.url))
+        assert evaluation.asked == 2 * len(pairs)  # the stand-in label is not re-judged
+    assert [r.verdict for r in records] == ["A", "B", "A", "B"]
+    assert agreement.pairs == 4 and agreement.failed == 0
+    assert agreement.agreement == 0.75 and agreement.decisive_agreement == 0.75
+    assert agreement.decisive_pairs == 4 and agreement.mean_abs_p_diff == 0.25

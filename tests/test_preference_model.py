@@ -20,6 +20,7 @@ import pytest
 
 from rewards import RewardClient, Sample, make_reward, message
 from rewards.preference_data import (
+    OrderRecord,
     PreferenceFileError,
     PreferenceRecord,
     read_preferences,
@@ -226,6 +227,53 @@ def test_record_round_trip(tmp_path: Path) -> None:
         }
     )
     assert loaded.p_a == 1.0 and isinstance(loaded.p_a, float)
+    assert loaded.orders == () and not loaded.stand_in  # files without orders still read
+
+
+def test_records_keep_each_order_and_flag_stand_in_verdicts(tmp_path: Path) -> None:
+    """Each position order's probability and how it was read; a "neutral" order (an
+    unreadable reply taken as a tie) makes the record a stand-in, not a real tie."""
+    judged = PreferenceRecord(
+        "q",
+        "a",
+        "b",
+        0.7,
+        "A",
+        True,
+        orders=(OrderRecord(0.8, "logprobs", False), OrderRecord(0.6, "text", True)),
+    )
+    real_tie = PreferenceRecord(
+        "q", "a", "b", 0.5, "tie", True, orders=(OrderRecord(0.5, "text", False),) * 2
+    )
+    stand_in = PreferenceRecord(
+        "q",
+        "a",
+        "b",
+        0.5,
+        "tie",
+        False,
+        orders=(OrderRecord(0.5, "neutral", False), OrderRecord(0.5, "text", True)),
+    )
+    path = tmp_path / "orders.jsonl"
+    write_preferences(path, [judged, real_tie, stand_in])
+    assert read_preferences(path) == [judged, real_tie, stand_in]
+    assert json.loads(path.read_text().splitlines()[0])["orders"][1] == {
+        "p_a": 0.6,
+        "source": "text",
+        "swapped": True,
+    }
+    assert [r.stand_in for r in (judged, real_tie, stand_in)] == [False, False, True]
+    assert all(r.ok for r in (judged, real_tie, stand_in))  # usable as data, but see training
+    flipped = judged.swapped().orders
+    assert [(o.source, o.swapped) for o in flipped] == [("logprobs", True), ("text", False)]
+    assert [o.p_a for o in flipped] == pytest.approx([0.2, 0.4])
+    bad = judged.to_dict() | {"orders": [{"p_a": 0.5, "source": "guess", "swapped": False}]}
+    with pytest.raises(PreferenceFileError, match=r"orders\[0\].source must be one of"):
+        PreferenceRecord.from_dict(bad)
+    with pytest.raises(
+        PreferenceFileError, match=r"orders\[0\] must be an object with p_a, source and swapped"
+    ):
+        PreferenceRecord.from_dict(judged.to_dict() | {"orders": [{"p_a": 0.5}]})
 
 
 def test_malformed_files_name_file_and_line(tmp_path: Path) -> None:
@@ -279,11 +327,13 @@ def test_any_local_encoder_trains_saves_and_loads(tiny_bert: Path, tmp_path: Pat
     broken = [
         PreferenceRecord(QA[0][0], "a", "b", None, None, None, error="judge unreachable"),
         PreferenceRecord(QA[1][0], "a", "b", 0.5, "tie", None, error="unparseable verdict"),
+        # no error, but a stand-in verdict: the judge said nothing readable; not a label
+        PreferenceRecord(QA[2][0], "a", "b", 0.5, "tie", None, orders=(OrderRecord(0.5, "neutral", False),)),
     ]
     model, report = train_preference_model(
         records + broken, encoder=str(tiny_bert), epochs=20, progress=False
     )
-    assert report.n_skipped == 2 and report.n_records == len(records) + 2
+    assert report.n_skipped == 3 and report.n_stand_in == 1 and report.n_records == len(records) + 3
     assert report.n_train + report.n_eval == len(records)
     assert report.n_eval_prompts == 8 and report.encoder == str(tiny_bert.resolve())
     assert 0 <= report.eval_agreement <= 1 and math.isfinite(report.eval_log_loss)

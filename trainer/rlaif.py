@@ -3,22 +3,25 @@
 Indirect RLAIF starts here: `collect_preferences` samples pairs of replies from a policy
 and asks a pairwise judge which is better, writing one `PreferenceRecord` per pair (JSONL)
 for `rewards.preference_model.train_preference_model`. `head_to_head` is the evaluation
-side: two policies' replies to the same prompts, judged pairwise, as win rates.
+side: two policies' replies to the same prompts, judged pairwise, as win rates, and
+`judge_agreement` re-judges a sample of the preference pairs with another judge (the
+evaluation judge) to say how far the two judges agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.tasks import Task
 from rewards.judges import PairVerdict, PairwiseJudge
-from rewards.preference_data import PreferenceRecord, write_preferences
+from rewards.preference_data import OrderRecord, PreferenceRecord, write_preferences
 from rewards.types import Message, last_user_text
 from trainer.engines.base import Engine, SamplingParams
 
@@ -68,17 +71,24 @@ async def sample_replies(
     return [list(replies[i * per_task : (i + 1) * per_task]) for i in range(len(tasks))]
 
 
+def _clamp(p: float) -> float:
+    return min(1.0, max(0.0, p))  # float rounding
+
+
 def _record(task: Task, a: str, b: str, verdict: PairVerdict, judge: str) -> PreferenceRecord:
+    """The pair's verdict with each position order's probability and how it was read, so a
+    stand-in verdict (unreadable, taken as a tie under the "neutral" policy) is told apart."""
     return PreferenceRecord(
         prompt=task_prompt(task),
         response_a=a,
         response_b=b,
-        p_a=None if verdict.p_a is None else min(1.0, max(0.0, verdict.p_a)),  # float rounding
+        p_a=None if verdict.p_a is None else _clamp(verdict.p_a),
         verdict=verdict.verdict,
         consistent=verdict.consistent,
         judge=judge,
         error=verdict.error,
         task_id=task.id,
+        orders=tuple(OrderRecord(_clamp(o.p_a), o.source, o.swapped) for o in verdict.orders),
     )
 
 
@@ -198,3 +208,54 @@ async def head_to_head(
 ) -> HeadToHead:
     """X's replies against Y's, prompt by prompt, judged in both positions."""
     return tally(await judge_pairs(judge, prompts, replies_x, replies_y, progress=progress, label=label))
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    """A second judge's verdicts on pairs the first judge labelled, compared with its labels."""
+
+    pairs: int  # pairs re-judged (a sample of the first judge's usable labels)
+    failed: int  # of those, verdicts the second judge could not give
+    agreement: float  # same winner (A, B or tie), over pairs both judged; NaN if none
+    decisive_pairs: int  # pairs where both judges picked a side (no tie)
+    decisive_agreement: float  # same side, over decisive pairs; NaN if none
+    mean_abs_p_diff: float  # mean |P_first(A) − P_second(A)|, over pairs both judged
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+async def judge_agreement(
+    judge: PairwiseJudge,
+    records: Sequence[PreferenceRecord],
+    *,
+    sample: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> JudgeAgreement:
+    """Re-judge up to `sample` of `records` (a seeded sample of those with a usable, non-stand-in
+    label) with `judge`, and compare its verdicts with the records'."""
+    usable = [r for r in records if r.ok and not r.stand_in]
+    chosen = random.Random(seed).sample(usable, min(sample, len(usable)))
+    verdicts = await judge_pairs(
+        judge,
+        [r.prompt for r in chosen],
+        [r.response_a for r in chosen],
+        [r.response_b for r in chosen],
+        progress=progress,
+        label="re-judging pairs",
+    )
+    both = [(r, v) for r, v in zip(chosen, verdicts, strict=True) if v.ok and v.p_a is not None]
+    decisive = [(r, v) for r, v in both if r.winner != "tie" and v.verdict != "tie"]
+    return JudgeAgreement(
+        pairs=len(chosen),
+        failed=len(chosen) - len(both),
+        agreement=sum(r.winner == v.verdict for r, v in both) / len(both) if both else math.nan,
+        decisive_pairs=len(decisive),
+        decisive_agreement=sum(r.winner == v.verdict for r, v in decisive) / len(decisive)
+        if decisive
+        else math.nan,
+        mean_abs_p_diff=sum(abs((r.p_a or 0.0) - (v.p_a or 0.0)) for r, v in both) / len(both)
+        if both
+        else math.nan,
+    )

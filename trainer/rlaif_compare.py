@@ -25,11 +25,21 @@ from typing import Any
 
 from envs.preference_env import SYSTEM_PROMPT, preference_tasks
 from rewards.judges import JudgeConfig
+from rewards.judges.shared import SHARED_JUDGES
+from rewards.preference_data import PreferenceRecord
 from trainer.config import TrainConfig
 from trainer.engines.base import SamplingParams
 from trainer.engines.transformers_engine import TransformersEngine
 from trainer.local_server import rewardgym_server
-from trainer.rlaif import HeadToHead, collect_preferences, head_to_head, sample_replies, task_prompt
+from trainer.rlaif import (
+    HeadToHead,
+    JudgeAgreement,
+    collect_preferences,
+    head_to_head,
+    judge_agreement,
+    sample_replies,
+    task_prompt,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -51,6 +61,7 @@ class ComparisonSettings:
     steps: int | None = None  # overrides both configs' steps
     pairs_per_prompt: int = 2  # preference pairs collected per training prompt (indirect)
     eval_replies_per_prompt: int = 2
+    agreement_sample: int = 32  # preference pairs the evaluation judge re-judges (when it differs)
     overrides: tuple[str, ...] = ()  # `key=value` overrides applied to both training configs
     progress: bool = True
 
@@ -80,15 +91,17 @@ def judge_endpoint(endpoint: JudgeEndpoint, log_path: Path) -> Iterator[JudgeEnd
         yield JudgeEndpoint(f"{url}/v1", endpoint.model, endpoint.api)
 
 
+def _judge_settings(endpoint: JudgeEndpoint, cache_dir: Path) -> dict[str, Any]:
+    return {
+        "base_url": endpoint.base_url,
+        "model": endpoint.model,
+        "api": endpoint.api,
+        "cache_dir": str(cache_dir),
+    }
+
+
 def _judge_config(endpoint: JudgeEndpoint, cache_dir: Path) -> JudgeConfig:
-    return JudgeConfig.from_mapping(
-        {
-            "base_url": endpoint.base_url,
-            "model": endpoint.model,
-            "api": endpoint.api,
-            "cache_dir": str(cache_dir),
-        }
-    )
+    return JudgeConfig.from_mapping(_judge_settings(endpoint, cache_dir))
 
 
 def _train(config_path: Path, run_dir: Path, overrides: Sequence[str], settings: ComparisonSettings) -> Path:
@@ -103,25 +116,41 @@ def _train(config_path: Path, run_dir: Path, overrides: Sequence[str], settings:
 
 
 def _judge_override(endpoint: JudgeEndpoint, cache_dir: Path) -> str:
-    judge = {
-        "base_url": endpoint.base_url,
-        "model": endpoint.model,
-        "api": endpoint.api,
-        "cache_dir": str(cache_dir),
-    }
-    return f"rollout.env_kwargs.judge={json.dumps(judge)}"
+    return f"rollout.env_kwargs.judge={json.dumps(_judge_settings(endpoint, cache_dir))}"
 
 
-def _curve(run_dir: Path) -> dict[str, float]:
-    """First and last mean training reward, and the run's mean group metrics."""
+def _curve(run_dir: Path) -> dict[str, Any]:
+    """First and last mean training reward, groups skipped over the run, and the run's mean
+    group metrics (per group, e.g. a tournament's failed matchups and tie rate)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rewards = [r["reward/mean"] for r in rows if r.get("reward/mean") is not None]
-    summary = {"steps": float(len(rows)), "reward_first": rewards[0] if rewards else math.nan}
+    summary: dict[str, Any] = {"steps": float(len(rows)), "reward_first": rewards[0] if rewards else math.nan}
     summary["reward_last"] = rewards[-1] if rewards else math.nan
+    summary["skipped_groups_total"] = int(sum(r.get("episodes/skipped_groups") or 0 for r in rows))
     for key in sorted({k for r in rows for k in r if k.startswith("group_metric/")}):
         values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
         summary[key.removeprefix("group_metric/").removesuffix("/mean")] = sum(values) / len(values)
     return summary
+
+
+def train_direct(
+    settings: ComparisonSettings, judge: JudgeEndpoint, out: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Direct RLAIF: GRPO with the judge tournament as reward. Returns the final model and the
+    training summary, with the run's judge totals: the run's environments ask through one
+    shared judge client (`rewards.judges.shared`), held here for the run, so its counters
+    count every verdict of the run, failed ones (`failed_matchups_total`) included."""
+    cache = out / "judge-cache"
+    lease = SHARED_JUDGES.lease(_judge_config(judge, cache))
+    try:
+        model = _train(settings.direct_config, out / "direct", [_judge_override(judge, cache)], settings)
+        counters = lease.client.counters()
+    finally:
+        lease.release()
+    summary = _curve(out / "direct")
+    summary["failed_matchups_total"] = counters["failed_pairs"]
+    summary["judge_counters"] = counters
+    return model, summary
 
 
 async def _policy_replies(
@@ -180,9 +209,7 @@ def run_comparison(settings: ComparisonSettings) -> ComparisonResult:
         cache = out / "judge-cache"
         # 1. direct RLAIF
         t0 = time.monotonic()
-        direct_model = _train(
-            settings.direct_config, out / "direct", [_judge_override(judge, cache)], settings
-        )
+        direct_model, direct_training = train_direct(settings, judge, out)
         timings["direct_train_s"] = time.monotonic() - t0
         # 2. indirect RLAIF: preferences from the base policy, a reward model, then training
         t0 = time.monotonic()
@@ -214,8 +241,9 @@ def run_comparison(settings: ComparisonSettings) -> ComparisonResult:
         }
         prompts = [task_prompt(t) for t in eval_tasks for _ in range(settings.eval_replies_per_prompt)]
         with judge_endpoint(settings.eval_judge or judge, out / "eval-judge-server.log") as eval_judge:
-            results, eval_counters = asyncio.run(
-                _evaluate(_judge_config(eval_judge, cache), prompts, replies, settings)
+            rejudge = records if settings.eval_judge is not None and eval_judge != judge else None
+            results, agreement, eval_counters = asyncio.run(
+                _evaluate(_judge_config(eval_judge, cache), prompts, replies, rejudge, settings)
             )
         loaded = PreferenceModel.load(out / "reward-model")
         rm_means = {name: sum(loaded.rewards(prompts, texts)) / len(texts) for name, texts in replies.items()}
@@ -225,16 +253,18 @@ def run_comparison(settings: ComparisonSettings) -> ComparisonResult:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
         "judge": asdict(settings.judge),
         "eval_judge": asdict(settings.eval_judge) if settings.eval_judge else "same as the training judge",
-        "direct_training": _curve(out / "direct"),
+        "direct_training": direct_training,
         "indirect_training": _curve(out / "indirect"),
         "preferences": {
             "pairs": len(records),
             "failed_verdicts": sum(1 for r in records if not r.ok),
+            "stand_in_verdicts": sum(1 for r in records if r.ok and r.stand_in),
             "consistent": sum(1 for r in records if r.consistent),
             "judge_counters": collect_counters,
         },
         "reward_model": rm_report.to_dict(),
         "head_to_head": [_h2h_row(name, r) for name, r in results.items()],
+        "judge_agreement": agreement.to_dict() if agreement is not None else "not measured: one judge",
         "eval_judge_counters": eval_counters,
         "reward_model_mean_on_eval_replies": rm_means,
         "timings_s": timings,
@@ -253,9 +283,14 @@ MATCHUPS = {
 
 
 async def _evaluate(
-    config: JudgeConfig, prompts: Sequence[str], replies: dict[str, list[str]], settings: ComparisonSettings
-) -> tuple[dict[str, HeadToHead], dict[str, int]]:
-    """The three matchups, judged by one client (made and closed in this event loop)."""
+    config: JudgeConfig,
+    prompts: Sequence[str],
+    replies: dict[str, list[str]],
+    rejudge: Sequence[PreferenceRecord] | None,
+    settings: ComparisonSettings,
+) -> tuple[dict[str, HeadToHead], JudgeAgreement | None, dict[str, int]]:
+    """The three matchups and, when the evaluation judge is another judge, its agreement with the
+    training judge on a sample of the preference pairs; one client, made and closed in this loop."""
     client = config.client()
     try:
         judge = config.pairwise(client)
@@ -265,7 +300,12 @@ async def _evaluate(
             )
             for name, (x, y) in MATCHUPS.items()
         }
-        return results, client.counters()
+        agreement = None
+        if rejudge is not None:
+            agreement = await judge_agreement(
+                judge, rejudge, sample=settings.agreement_sample, progress=settings.progress
+            )
+        return results, agreement, client.counters()
     finally:
         await client.close()
 
@@ -308,6 +348,21 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:300] or "*(empty)*"
 
 
+_CURVE_COLUMNS = ("steps", "reward_first", "reward_last")
+
+
+def _agreement_line(agreement: dict[str, Any] | str) -> str:
+    if isinstance(agreement, str):
+        return f"Agreement between the training and evaluation judges: {agreement}."
+    return (
+        f"The evaluation judge re-judged {agreement['pairs']} preference pairs "
+        f"({agreement['failed']} failed): "
+        f"agreement with the training judge **{_fmt(agreement['agreement'])}** (same winner or tie); "
+        f"{_fmt(agreement['decisive_agreement'])} on the {agreement['decisive_pairs']} pairs both decided; "
+        f"mean |ΔP(A)| {_fmt(agreement['mean_abs_p_diff'])}."
+    )
+
+
 def render_report(
     summary: dict[str, Any], eval_tasks: Sequence[Any], replies: dict[str, list[str]], per: int
 ) -> str:
@@ -331,13 +386,21 @@ def render_report(
     for name in ("direct", "indirect"):
         curve = summary[f"{name}_training"]
         extra = ", ".join(
-            f"{k} {_fmt(v)}" for k, v in curve.items() if k not in ("steps", "reward_first", "reward_last")
+            f"{k} {_fmt(v)}"
+            for k, v in curve.items()
+            if k not in _CURVE_COLUMNS and isinstance(v, int | float) and not k.endswith("_total")
         )
         lines.append(
             f"| {name} | {curve['steps']:.0f} | {_fmt(curve['reward_first'])} | {_fmt(curve['reward_last'])} "
             f"| {extra or '-'} |"
         )
+    direct = summary["direct_training"]
     lines += [
+        "",
+        f"Direct training: **{direct['failed_matchups_total']} judge verdicts failed** over the run "
+        f"(matchups left out of their tournaments), {direct['skipped_groups_total']} groups skipped "
+        f"(indirect: {summary['indirect_training']['skipped_groups_total']}). "
+        f"Judge counters: {direct['judge_counters']}. Per-group means are in the extra column.",
         "",
         "Direct rewards are tournament win rates (0.5 on average by construction); indirect rewards are "
         "reward-model scores (only differences within a group matter).",
@@ -345,6 +408,7 @@ def render_report(
         "## Preferences and the reward model",
         "",
         f"{prefs['pairs']} pairs from the base policy; {prefs['failed_verdicts']} verdicts failed; "
+        f"{prefs['stand_in_verdicts']} stand-in verdicts (unreadable, not trained on); "
         f"{prefs['consistent']} consistent in both positions. Judge counters: {prefs['judge_counters']}.",
         "",
         f"Reward model on `{rm['encoder']}`: {rm['n_train']} training pairs, {rm['n_eval']} held out "
@@ -367,6 +431,7 @@ def render_report(
     lines += [
         "",
         f"{failed} evaluation verdicts failed. Evaluation judge counters: {summary['eval_judge_counters']}.",
+        _agreement_line(summary["judge_agreement"]),
         "Reward-model score of each policy's held-out replies: "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["reward_model_mean_on_eval_replies"].items()),
         "",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,7 @@ class JudgeStats:
     cache_hits: int = 0
     failures: int = 0  # questions that got no answer after all retries
     unparseable: int = 0  # answers no verdict could be read from (counted by the judges)
+    failed_pairs: int = 0  # pairwise verdicts that failed (a tournament's failed matchups), all told
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -74,6 +75,11 @@ class JudgeClient:
     `model` names the judge in caches and reports. `max_concurrency` bounds questions in
     flight from this client; `timeout_s` bounds one question including the engine's
     retries (None: only the engine's own timeouts apply).
+
+    HTTP connections belong to the event loop that opened them. With `engine_factory`
+    (as `from_endpoint` sets), a client asked from a new loop after its old loop closed
+    (a synchronous caller's `asyncio.run`, one after another) gets a fresh engine instead
+    of dead connections. One client is not meant to serve two live loops at once.
     """
 
     engine: Engine
@@ -82,12 +88,19 @@ class JudgeClient:
     cache: JudgeCache | None = None
     timeout_s: float | None = None
     stats: JudgeStats = field(default_factory=JudgeStats)
+    engine_factory: Callable[[], Engine] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_concurrency, bool) or not isinstance(self.max_concurrency, int):
+            raise ValueError(f"max_concurrency must be a whole number, got {self.max_concurrency!r}")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 (or None), got {self.timeout_s}")
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
+        self._retired_retries = 0  # HTTP retries of engines replaced after their loop closed
+        self.closed = False
 
     @classmethod
     def from_endpoint(
@@ -107,21 +120,45 @@ class JudgeClient:
 
         `api="completions"` suits base models judged with few-shot text prompts; "chat" suits
         instruction-tuned judges. Each HTTP attempt times out after `timeout_s`; failed
-        attempts (connection errors, 429, 5xx, garbage bodies) are retried with backoff.
+        attempts (connection errors, 429, 5xx, garbage bodies) are retried with backoff, up to
+        `max_attempts` attempts in all.
         """
         from trainer.engines.openai_engine import OpenAIEngine
 
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a whole number, 1 or more, got {max_attempts!r}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         key = api_key if api_key is not None else os.environ.get(api_key_env)
-        engine = OpenAIEngine(
-            base_url, model, api=api, api_key=key or "", timeout_s=timeout_s, max_attempts=max_attempts
-        )
+
+        def make_engine() -> Engine:
+            return OpenAIEngine(
+                base_url, model, api=api, api_key=key or "", timeout_s=timeout_s, max_attempts=max_attempts
+            )
+
         cache = JudgeCache(cache_dir) if cache_dir is not None else None
-        return cls(engine=engine, model=model, max_concurrency=max_concurrency, cache=cache)
+        return cls(
+            engine=make_engine(),
+            model=model,
+            max_concurrency=max_concurrency,
+            cache=cache,
+            engine_factory=make_engine,
+        )
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this client last asked from (its connections live there), if any."""
+        return self._slots_loop
 
     def _semaphore(self) -> asyncio.Semaphore:
         """One semaphore per event loop (a client may outlive the loop that first used it)."""
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots_loop is not loop:
+            old = self._slots_loop
+            if old is not None and old.is_closed() and self.engine_factory is not None:
+                # the old loop's connections are dead: new ones, for this loop
+                self._retired_retries += int(getattr(self.engine, "retries", 0))
+                self.engine = self.engine_factory()
             self._slots = asyncio.Semaphore(self.max_concurrency)
             self._slots_loop = loop
         return self._slots
@@ -161,12 +198,19 @@ class JudgeClient:
 
     def counters(self) -> dict[str, int]:
         """The stats plus the engine's HTTP retries (attempts after the first), if it counts them."""
-        return {**self.stats.as_dict(), "retries": int(getattr(self.engine, "retries", 0))}
+        retries = self._retired_retries + int(getattr(self.engine, "retries", 0))
+        return {**self.stats.as_dict(), "retries": retries}
 
     async def close(self) -> None:
-        await self.engine.close()
-        if self.cache is not None:
-            self.cache.close()
+        """Close the connections and the cache; closing twice does nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.engine.close()
+        finally:
+            if self.cache is not None:
+                self.cache.close()
 
 
 def _engine_params(sampling: JudgeSampling) -> Any:

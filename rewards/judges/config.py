@@ -8,6 +8,7 @@ it into a client and judges, with unknown keys rejected by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,15 +40,27 @@ class JudgeConfig:
     constitution: str = DEFAULT_CONSTITUTION  # the principle (or rubric) the judge applies
     few_shot: bool = True
     ties: bool = True
-    top_logprobs: int = 10  # 0: never ask for token probabilities
+    top_logprobs: int = 10  # 0: never ask for token probabilities; at most 20 (the OpenAI API's cap)
+    temperature: float = 0.0  # greedy: the same question, the same verdict (and cacheable)
+    max_tokens: int = 8  # a verdict is a token or two; chat judges that explain need more
+    seed: int | None = None  # with temperature > 0, a fixed seed keeps verdicts reproducible and cached
     on_unparseable: Unparseable = "resample"
     resamples: int = 2
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"judge base_url must be an http(s) URL, got {self.base_url!r}")
         if self.api not in ("chat", "completions"):
             raise ValueError(f"judge api must be 'chat' or 'completions', got {self.api!r}")
+        _check_int("top_logprobs", self.top_logprobs, low=0, high=20)
+        _check_int("max_tokens", self.max_tokens, low=1)
+        _check_int("max_concurrency", self.max_concurrency, low=1)
+        _check_int("max_attempts", self.max_attempts, low=1)
+        _check_int("resamples", self.resamples, low=0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, low=0)
+        _check_number("temperature", self.temperature, positive=False)
+        _check_number("timeout_s", self.timeout_s, positive=True)
         check_policy(self.on_unparseable, self.resamples)
 
     @classmethod
@@ -68,7 +81,12 @@ class JudgeConfig:
 
     @property
     def sampling(self) -> JudgeSampling:
-        return JudgeSampling(top_logprobs=self.top_logprobs)
+        return JudgeSampling(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_logprobs=self.top_logprobs,
+            seed=self.seed,
+        )
 
     def client(self) -> JudgeClient:
         return JudgeClient.from_endpoint(
@@ -112,3 +130,21 @@ class JudgeConfig:
             on_unparseable=self.on_unparseable,
             resamples=self.resamples,
         )
+
+
+def _check_int(name: str, value: Any, *, low: int, high: int | None = None) -> None:
+    """A whole number in [low, high]; the error names the setting and the allowed range."""
+    allowed = f"from {low} to {high}" if high is not None else f"{low} or more"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"judge {name} must be a whole number {allowed}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"judge {name} must be {allowed}, got {value}")
+
+
+def _check_number(name: str, value: Any, *, positive: bool) -> None:
+    """A finite number, > 0 when `positive`, else >= 0."""
+    allowed = "a number > 0" if positive else "a number >= 0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"judge {name} must be {allowed}, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"judge {name} must be {allowed}, got {value}")

@@ -136,6 +136,7 @@ class PairwiseJudge(Judge):
             outcomes = list(await asyncio.gather(*asks, return_exceptions=True))
         for outcome in outcomes:
             if isinstance(outcome, JudgeUnavailable | UnparseableVerdict):
+                self.client.stats.failed_pairs += 1
                 return PairVerdict(error=str(outcome))
             if isinstance(outcome, BaseException):
                 raise outcome

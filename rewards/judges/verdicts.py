@@ -6,6 +6,9 @@ that carries any of them is a soft verdict, which is more informative than the a
 (and what the anchors throw away). Otherwise the text is parsed. A reply from which no
 verdict can be read is *unparseable*: the judges count it and apply their stated policy;
 it is never read as a score of 0.
+
+Single-letter labels ("A", "B") are matched case-sensitively: the article "a" ("it's a
+tie") is not a vote for A. Words ("tie", "yes", "no") match in any case.
 """
 
 from __future__ import annotations
@@ -18,11 +21,16 @@ from dataclasses import dataclass
 _PUNCT = " \t\n*_`'\"()[]{}.,:;!"
 
 
+def _same_label(word: str, label: str) -> bool:
+    """A single letter must match exactly (the article "a" is no verdict); words in any case."""
+    return word == label if len(label) == 1 else word.lower() == label.lower()
+
+
 def _label_of(token: str, labels: Sequence[str]) -> str | None:
-    """The label a token spells (case-insensitive, ignoring spaces and punctuation around it)."""
-    word = token.strip(_PUNCT).upper()
+    """The label a token spells (ignoring spaces and punctuation around it; see `_same_label`)."""
+    word = token.strip(_PUNCT)
     for label in labels:
-        if word == label.upper():
+        if _same_label(word, label):
             return label
     return None
 
@@ -57,8 +65,11 @@ def label_distribution(
 
 def label_in_text(text: str, labels: Sequence[str]) -> str | None:
     """The first whole-word label in the reply ("A", "Response B", "**tie**"), or None."""
-    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
-    match = re.search(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])", text, flags=re.IGNORECASE)
+    alternatives = "|".join(
+        re.escape(label) if len(label) == 1 else f"(?i:{re.escape(label)})"
+        for label in sorted(labels, key=len, reverse=True)
+    )
+    match = re.search(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])", text)
     if match is None:
         return None
     return _label_of(match.group(1), labels)
@@ -87,15 +98,43 @@ def read_choice(
 
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+_DENOMINATOR = re.compile(r"(?:/|\bout of)\s*$", re.IGNORECASE)  # "7/10", "7 out of 10": not the 10
+_ANSWER_WORD = re.compile(
+    r"\b(?:score|rating|rated?|grade|give|gives|answer|verdict)\b(?:\s+(?:it|this|the response))?"
+    r"(?:\s+(?:a|an|of))?\s*[:=]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _scale_pattern(low: float, high: float) -> re.Pattern[str]:
+    """The stated scale ("1 to 9", "1-9", "between 1 and 9"): its bounds are not a score."""
+    bounds = [re.escape(f"{bound:g}") for bound in (low, high)]
+    return re.compile(rf"(?<![\w.]){bounds[0]}\s*(?:to|-|–|and)\s*{bounds[1]}(?![\w.])", re.IGNORECASE)
 
 
 def score_in_text(text: str, low: float, high: float) -> float | None:
-    """The first number in the reply that lies in [low, high] ("7", "Score: 7/10", "8.5")."""
+    """The score a reply gives, in [low, high]; None if it gives none.
+
+    The stated scale ("on a scale of 1 to 9") and denominators ("7/10") are not scores.
+    Of the numbers left, in order of preference: the last one right after an answer word
+    ("Score: 7", "I give it a 7"), one that opens the reply (the prompt ended with the
+    answer prefix, so a reply leads with its answer), else the last one.
+    """
+    text = _scale_pattern(low, high).sub(" ", text)
+    candidates: list[tuple[float, str, bool]] = []  # (value, text before it, opens the reply)
     for match in _NUMBER.finditer(text):
+        before = text[: match.start()]
         value = float(match.group())
-        if low <= value <= high:
-            return value
-    return None
+        if low <= value <= high and not _DENOMINATOR.search(before):
+            candidates.append((value, before, not before.strip(_PUNCT)))
+    if not candidates:
+        return None
+    answered = [value for value, before, _ in candidates if _ANSWER_WORD.search(before)]
+    if answered:
+        return answered[-1]
+    if candidates[0][2]:
+        return candidates[0][0]
+    return candidates[-1][0]
 
 
 def expected_score(
