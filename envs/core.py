@@ -18,7 +18,9 @@ always has `task_id`, `turn`, `num_tokens` and `metrics`; once a score exists it
 Two attributes tell a policy how to talk to the environment: `reply_stops` (strings after
 which a reply should end, kept in it: a tool call's closing tag) and `policy_tools` (tool
 schemas to hand the policy natively, as the OpenAI `tools` field or a chat template's
-tools; None when the prompt itself describes the tools).
+tools; None when the prompt itself describes the tools). `local_reply_stops` are more
+such strings for policies that sample tokens themselves (local engines), which write
+native tool calls as text a chat server would otherwise have parsed.
 
 `areset`/`astep` are the real implementations (rewards wait on worker processes, HTTP
 judges, sandboxes); `reset`/`step` run them on a private event loop for plain scripts.
@@ -100,6 +102,7 @@ class MultiTurnEnv(gymnasium.Env[list[Message], Action]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 1}
     reply_stops: tuple[str, ...] = ()
+    local_reply_stops: tuple[str, ...] = ()
     policy_tools: list[dict[str, Any]] | None = None
 
     def __init__(

@@ -147,7 +147,7 @@ def register_builtin_envs() -> None:
         "envs.tool_env:ToolEnv",
         {"tasks": "retrieval_qa", "tools": ["search"], "answer": "exact"},
         description="Questions about a bundled fictional archipelago, answerable only by BM25 search "
-        "over its 60 documents (needs the tools extra); normalised exact match.",
+        "over its 66 documents (needs the tools extra); normalised exact match.",
     )
     register_env(
         f"{NAMESPACE}/Preference-v0",

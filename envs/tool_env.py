@@ -10,7 +10,14 @@ token budget (truncated), or on a tool error of a kind listed in `end_on_errors`
 Every failed call (unreadable, unknown tool, bad arguments, raised, timed out) is told to
 the model in its tool message and counted in `info["metrics"]`; none ends the episode
 unless asked to. For text formats the environment stops the policy's reply right after
-a call's closing tag (`reply_stops`), so the model cannot invent the tool's answer.
+a call's closing tag (`reply_stops`), so the model cannot invent the tool's answer. With
+native tools a chat server parses the calls and stops by itself, but a local engine
+renders the schemas through the chat template and the model writes its calls as text
+(`<tool_call>...</tool_call>`): the same closing tags are offered as `local_reply_stops`,
+which the rollout applies only to engines that sample tokens themselves.
+
+A failure of a tool's machinery (`ToolInfrastructureError`: the sandbox broke) is not a
+tool message: it propagates, and the rollout records the episode as an environment error.
 """
 
 from __future__ import annotations
@@ -33,13 +40,15 @@ from envs.tools.toolbox import Toolbox
 from rewards.base import Reward
 from rewards.compose import WeightedSum
 from rewards.extract import DEFAULT_FORMATS
+from rewards.judges import JudgeConfig
+from rewards.judges.shared import SHARED_JUDGES, JudgeLease, SharedJudges
 from rewards.math_equivalence import MathEquivalence
 from rewards.rules import ExactMatch
 from rewards.types import Message, Sample
 from sandbox import Sandbox
 
 PromptStyle = Literal["json", "tags", "native"]
-AnswerCheck = Literal["math", "exact"]
+AnswerCheck = Literal["math", "exact", "judge"]
 ANSWER_INSTRUCTION = (
     "When you know the answer, reply without a tool call and give the final answer as \\boxed{answer}."
 )
@@ -92,17 +101,34 @@ class ToolUse:
 
 
 def answer_reward(
-    answer: AnswerCheck | Reward, tool_bonus: float = 0.0, tool_error_penalty: float = 0.0
+    answer: AnswerCheck | Reward,
+    tool_bonus: float = 0.0,
+    tool_error_penalty: float = 0.0,
+    *,
+    judge: Mapping[str, Any] | JudgeConfig | None = None,
 ) -> Reward:
-    """The final-answer verifier, plus tool-use shaping when either weight is set."""
+    """The final-answer verifier, plus tool-use shaping when either weight is set.
+
+    `answer="judge"` asks the judge described by `judge` (`JudgeConfig` settings: base_url,
+    model, api, ...) whether the final reply gives the task's reference answer; the value
+    is the judge's P(yes) (`rewards.judges.ReferenceJudge`)."""
+    if judge is not None and answer != "judge":
+        raise ValueError(f"judge settings are only used with answer='judge', not answer={answer!r}")
     if isinstance(answer, Reward):
         verifier = answer
     elif answer == "math":
         verifier = MathEquivalence(formats=DEFAULT_FORMATS)
     elif answer == "exact":
         verifier = ExactMatch(formats=DEFAULT_FORMATS)
+    elif answer == "judge":
+        if judge is None:
+            raise ValueError(
+                "answer='judge' needs judge settings, e.g. judge={'base_url': 'http://127.0.0.1:8001/v1', "
+                "'model': 'gemma-3-270m', 'api': 'completions'}"
+            )
+        verifier = JudgeConfig.from_mapping(judge, where="ToolEnv judge").reference()
     else:
-        raise ValueError(f"answer must be 'math', 'exact' or a Reward, got {answer!r}")
+        raise ValueError(f"answer must be 'math', 'exact', 'judge' or a Reward, got {answer!r}")
     if not (tool_bonus or tool_error_penalty):
         return WeightedSum([(verifier, 1.0)], name="tool_env")  # names the verifier's component
     return WeightedSum(
@@ -111,7 +137,13 @@ def answer_reward(
 
 
 class ToolEnv(MultiTurnEnv):
-    """Tasks solved with tools (python, calculator, search, or your own functions)."""
+    """Tasks solved with tools (python, calculator, search, or your own functions).
+
+    `answer`: "math", "exact", "judge" (with `judge` settings; environments with equal
+    endpoint settings share one judge client from `judges`, released in `close()`) or a
+    `Reward`.
+    `tool_timeout_s` / `tool_max_output_chars`: limits of the built-in tools named in
+    `tools` (None: each tool's default); a `Tool` you pass keeps its own."""
 
     def __init__(
         self,
@@ -120,6 +152,7 @@ class ToolEnv(MultiTurnEnv):
         tools: Sequence[str | Tool | Callable[..., Any]] = ("python", "calculator"),
         prompt_style: PromptStyle = "json",
         answer: AnswerCheck | Reward = "math",
+        judge: Mapping[str, Any] | JudgeConfig | None = None,
         max_tool_calls: int = 6,
         max_turns: int | None = 8,
         end_on_errors: Sequence[ToolErrorKind] = (),
@@ -132,10 +165,13 @@ class ToolEnv(MultiTurnEnv):
         sandbox: Sandbox | None = None,
         python_stateful: bool = True,
         corpus: str = "islands",
+        tool_timeout_s: float | None = None,
+        tool_max_output_chars: int | None = None,
         reward: Reward | None = None,
         max_tokens: int | None = None,
         token_counter: Callable[[str], int] | None = None,
         render_mode: str | None = None,
+        judges: SharedJudges = SHARED_JUDGES,
     ) -> None:
         if max_tool_calls < 0:
             raise ValueError(f"max_tool_calls must be >= 0, got {max_tool_calls}")
@@ -145,7 +181,14 @@ class ToolEnv(MultiTurnEnv):
         if unknown:
             raise ValueError(f"unknown tool error kind(s) {unknown}; the kinds are {list(TOOL_ERROR_KINDS)}")
         self.toolbox = Toolbox(
-            resolve_tools(tools, sandbox=sandbox, python_stateful=python_stateful, corpus=corpus)
+            resolve_tools(
+                tools,
+                sandbox=sandbox,
+                python_stateful=python_stateful,
+                corpus=corpus,
+                timeout_s=tool_timeout_s,
+                max_output_chars=tool_max_output_chars,
+            )
         )
         self.parser = ToolCallParser(tags=self.toolbox.tag_tools())
         if few_shot not in (0, 1):
@@ -156,19 +199,38 @@ class ToolEnv(MultiTurnEnv):
         self.few_shot = few_shot
         self.max_tool_calls = max_tool_calls
         self.end_on_errors = frozenset(end_on_errors)
-        super().__init__(
-            resolve_tool_tasks(tasks).split(split, eval_fraction=eval_fraction),
-            reward or answer_reward(answer, tool_bonus, tool_error_penalty),
-            system_prompt=system_prompt if system_prompt is not None else self.tools_prompt(),
-            max_turns=max_turns,
-            max_tokens=max_tokens,
-            token_counter=token_counter,
-            render_mode=render_mode,
-        )
+        task_source = resolve_tool_tasks(tasks).split(split, eval_fraction=eval_fraction)
+        self._judge_lease: JudgeLease | None = None
+        if reward is None and answer == "judge" and judge is not None:  # one client per endpoint
+            config = JudgeConfig.from_mapping(judge, where="ToolEnv judge")
+            self._judge_lease = judges.lease(config)
+            answer, judge = config.reference(self._judge_lease.client), None
+        try:
+            super().__init__(
+                task_source,
+                reward or answer_reward(answer, tool_bonus, tool_error_penalty, judge=judge),
+                system_prompt=system_prompt if system_prompt is not None else self.tools_prompt(),
+                max_turns=max_turns,
+                max_tokens=max_tokens,
+                token_counter=token_counter,
+                render_mode=render_mode,
+            )
+        except BaseException:
+            if self._judge_lease is not None:
+                self._judge_lease.release()
+            raise
         if prompt_style == "native":
             self.policy_tools = self.toolbox.schemas
+            self.local_reply_stops = self.parser.closing_tags  # a chat server parses calls itself
         else:
             self.reply_stops = self.parser.closing_tags
+
+    def close(self) -> None:
+        """Release this environment's share of the judge client (the last share closes it)."""
+        if self._judge_lease is not None:
+            self._judge_lease.release()
+            self._judge_lease = None
+        super().close()
 
     def tools_prompt(self) -> str:
         """The system prompt that teaches the model the tools and how to call them.

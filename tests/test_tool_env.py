@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,10 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs import Task, TaskList, ToolEnv
-from envs.tools import ToolState, tool
+from envs.tools import ToolInfrastructureError, ToolState, tool
 from sandbox import Sandbox, make_sandbox
+
+from conftest import ScriptedHTTPServer
 
 SEVEN_TIMES_SIX = TaskList([Task("t42", "What is 7 * 6?", "42")], name="tiny")
 
@@ -141,6 +144,7 @@ def test_end_on_chosen_error_kinds(sandbox: Sandbox) -> None:
 def test_native_tool_calls_are_answered_by_id(sandbox: Sandbox) -> None:
     env = ToolEnv(SEVEN_TIMES_SIX, tools=["python"], sandbox=sandbox, prompt_style="native")
     assert env.policy_tools == env.toolbox.schemas and env.reply_stops == ()
+    assert env.local_reply_stops == ("</tool_call>", "</python>")  # for engines sampling tokens here
     reply = {
         "role": "assistant",
         "content": None,
@@ -159,7 +163,11 @@ def test_native_tool_calls_are_answered_by_id(sandbox: Sandbox) -> None:
     }
     ((obs, *_),) = play(env, [reply])
     assert [(m["tool_call_id"], m["content"]) for m in obs[-2:]] == [("call_a", "42\n"), ("call_b", "2\n")]
-    assert "tools" not in obs[0]["content"].lower() or "Use the tools you are given" in obs[0]["content"]
+    assert obs[0] == {  # the schemas go natively (policy_tools), not into the prompt
+        "role": "system",
+        "content": "Use the tools you are given when they help (up to 6 calls). When you know the "
+        "answer, reply without a tool call and give the final answer as \\boxed{answer}.",
+    }
 
 
 def test_tags_prompt_style_and_reply_stops() -> None:
@@ -167,6 +175,72 @@ def test_tags_prompt_style_and_reply_stops() -> None:
     system = env.reset(seed=0)[0][0]["content"]
     assert "<python>code</python>" in system and "<calculator>expression</calculator>" in system
     assert env.reply_stops == ("</tool_call>", "</python>", "</calculator>")
+    assert env.local_reply_stops == ()  # reply_stops already apply to every engine
+
+
+def test_a_sandbox_failure_is_an_environment_error_not_a_tool_message() -> None:
+    """A closed sandbox really fails every run (status sandbox-error): that says nothing about
+    the model's code, so it is no tool message to train on; the step raises instead."""
+    broken = make_sandbox("bubblewrap")
+    broken.close()
+    env = ToolEnv(SEVEN_TIMES_SIX, tools=["python"], sandbox=broken)
+    env.reset(seed=0)
+    with pytest.raises(ToolInfrastructureError, match="the sandbox failed: the sandbox is closed"):
+        env.step(python_call("print(6 * 7)"))
+
+
+def test_builtin_tool_limits_are_set_through_make(sandbox: Sandbox) -> None:
+    env = envs.make(
+        "rewardgym/ToolMath-v0", sandbox=sandbox, tool_timeout_s=1.0, tool_max_output_chars=300
+    ).unwrapped
+    calculator = env.toolbox.tools["calculator"]
+    assert (calculator.timeout_s, calculator.max_output_chars) == (1.0, 300)
+    steps = play(env, [python_call("import time\ntime.sleep(3)"), python_call("print('y' * 5000)")])
+    assert "ran past the time limit of 1 s" in steps[0][0][-1]["content"]
+    cut = steps[1][0][-1]["content"]
+    assert len(cut) <= 300 and "characters cut" in cut
+    default = envs.make("rewardgym/ToolMath-v0", sandbox=sandbox).unwrapped
+    assert default.toolbox.tools["calculator"].timeout_s == 2.0  # None keeps each tool's own
+
+
+def test_a_judge_scores_the_final_answer(scripted: ScriptedHTTPServer) -> None:
+    """answer="judge" with judge settings, as a TOML table or --env-arg would give them. The
+    judge endpoint is scripted (a real HTTP server on loopback answering from a script, not a
+    model): it says "yes" with P(yes) = 0.8 in its token logprobs."""
+    top = {"yes": math.log(0.8), "no": math.log(0.2)}
+    content = [
+        {
+            "token": "yes",
+            "logprob": top["yes"],
+            "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()],
+        }
+    ]
+    scripted.reply(
+        200,
+        {
+            "choices": [
+                {"message": {"role": "assistant", "content": "yes"}, "logprobs": {"content": content}}
+            ],
+            "usage": {"completion_tokens": 1},
+        },
+    )
+    judge = {"base_url": f"{scripted.url}/v1", "model": "scripted", "max_attempts": 1, "few_shot": False}
+    env = envs.make("rewardgym/ToolMath-v0", tasks=SEVEN_TIMES_SIX, answer="judge", judge=judge).unwrapped
+    try:
+        ((_, reward, terminated, _, info),) = play(env, ["Six sevens make forty-two."])
+    finally:
+        env.close()
+    assert terminated and reward == pytest.approx(0.8) and info["passed"] is True
+    assert info["reward_components"]["judge_reference"] == pytest.approx(0.8)
+    (body,) = scripted.bodies
+    asked = json.dumps(body["messages"])
+    assert "Reference answer: 42" in asked and "Response: Six sevens make forty-two." in asked
+    with pytest.raises(ValueError, match="answer='judge' needs judge settings"):
+        ToolEnv(SEVEN_TIMES_SIX, answer="judge")
+    with pytest.raises(ValueError, match="only used with answer='judge'"):
+        ToolEnv(SEVEN_TIMES_SIX, answer="exact", judge=judge)
+    with pytest.raises(ValueError, match="unknown judge settings"):
+        ToolEnv(SEVEN_TIMES_SIX, answer="judge", judge={**judge, "modle": "x"})
 
 
 def test_user_tools_and_task_files(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from envs import Suite, SuiteMember, Task, TaskList, ToolEnv  # noqa: E402
 from sandbox import Sandbox, make_sandbox  # noqa: E402
 from trainer import TrainConfig, train  # noqa: E402
 from trainer.engines import OpenAIEngine, SamplingParams, TransformersEngine  # noqa: E402
+from trainer.engines.base import Generation  # noqa: E402
 from trainer.engines.chat_format import ChatRenderer  # noqa: E402
 from trainer.engines.stops import cut_at_stop  # noqa: E402
 from trainer.evaluate import EvalTarget, evaluate  # noqa: E402
@@ -31,7 +33,7 @@ from trainer.metrics_log import read_metrics  # noqa: E402
 from trainer.rollout import TokenLog, play_episode  # noqa: E402
 from trainer.rollouts import RolloutCollector  # noqa: E402
 
-from conftest import ScriptedHTTPServer, build_tiny_model  # noqa: E402
+from conftest import CHAT_TEMPLATE, ScriptedHTTPServer, build_tiny_model  # noqa: E402
 
 SYSTEM = "Compute with <python>code</python>, then answer as \\boxed{answer}."
 TASK = Task("six-sevens", "What is 6 * 7?", "42")
@@ -53,7 +55,6 @@ def tool_env(sandbox: Sandbox | None = None, tasks: TaskList | str | None = None
 def teach_tool_use(model_dir: Path, out_dir: Path) -> Path:
     """Supervised steps until greedy decoding reproduces the episode's two replies."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     renderer = ChatRenderer(tokenizer, "plain")
     encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
     opening = tool_env().opening(TASK)
@@ -73,6 +74,14 @@ def teach_tool_use(model_dir: Path, out_dir: Path) -> Path:
         (context, target + ([tokenizer.eos_token_id] if i else []))
         for i, (context, target) in enumerate(examples)
     ]
+    return fit(model_dir, out_dir, examples)
+
+
+def fit(model_dir: Path, out_dir: Path, examples: list[tuple[list[int], list[int]]]) -> Path:
+    """Train the model at `model_dir` until greedy decoding gives each target after its
+    context; save it (and its tokenizer) to `out_dir`."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(400):
@@ -89,7 +98,7 @@ def teach_tool_use(model_dir: Path, out_dir: Path) -> Path:
             break
         optimizer.step()
         optimizer.zero_grad()
-    assert learned, "the tiny model did not learn the tool-calling episode"
+    assert learned, "the tiny model did not learn its examples"
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
@@ -154,12 +163,15 @@ def test_token_log_marks_where_the_tool_result_sits(engine: TransformersEngine, 
         play_episode(tool_env(sandbox), engine, GREEDY, task=TASK, env_name="tool", tokens=log)
     )
     assert episode.reward == 1.0 and episode.turns == 2
-    assert log.tool_spans == log.env_spans and len(log.tool_spans) == 1
-    (begin, end), (first, second) = log.tool_spans[0], episode.generations
+    assert len(log.env_spans) == 1 and len(log.tool_spans) == 1
+    (begin, end), (first, second) = log.env_spans[0], episode.generations
+    result_begin, result_end = log.tool_spans[0]
     p = log.prompt_length
     assert engine.tokenizer.decode(list(first.token_ids)).endswith("</python>")
     assert log.token_ids[p:begin] == list(first.token_ids)
     assert "Tool: 42\nAssistant:" in engine.tokenizer.decode(log.token_ids[begin:end])
+    assert begin < result_begin < result_end < end  # the result's own tokens, inside the insertion
+    assert engine.tokenizer.decode(log.token_ids[result_begin:result_end]).strip() == "42"
     assert log.token_ids[end:] == list(second.token_ids)  # the model resumes right at `end`
     assert not any(log.loss_mask[:p]) and not any(log.loss_mask[begin:end])
     assert all(log.loss_mask[p:begin]) and all(log.loss_mask[end:])
@@ -179,7 +191,8 @@ def test_rollouts_and_training_carry_tool_spans_and_metrics(tool_model_dir: Path
         engine.shutdown()
     (group,) = rollouts.groups
     for trajectory in group.trajectories:
-        assert len(trajectory.tool_spans) == 1 and trajectory.tool_spans == trajectory.env_spans
+        ((begin, end),), ((result_begin, result_end),) = trajectory.env_spans, trajectory.tool_spans
+        assert begin < result_begin < result_end < end
         assert trajectory.episode.metrics["tool_calls"] == 1
 
     config = TrainConfig.load(
@@ -260,3 +273,83 @@ def test_a_servers_named_stop_string_is_put_back_on_the_reply(
     assert "</python>" in scripted.bodies[0]["stop"] and "tools" not in scripted.bodies[0]
     assert episode.messages[2]["content"] == "<python>print(6*7)</python>"
     assert episode.messages[3]["content"] == "42\n" and episode.reward == 1.0
+
+
+def test_a_sandbox_failure_fails_the_episode_instead_of_training_on_it(scripted: ScriptedHTTPServer) -> None:
+    """The closed sandbox really fails its run; the episode ends with an environment error and
+    no reward (its group is skipped), and the model is never shown a made-up tool error."""
+    broken = make_sandbox("bubblewrap")
+    broken.close()
+    choices = [{"message": {"role": "assistant", "content": CALL.strip()}, "finish_reason": "stop"}]
+    episode = play_scripted(scripted, tool_env(broken), choices)
+    assert episode.error == "env: ToolInfrastructureError: the sandbox failed: the sandbox is closed"
+    assert math.isnan(episode.reward) and episode.passed is None
+    assert [m["role"] for m in episode.messages] == ["system", "user"]  # no tool message was made
+
+
+TOOL_CHAT_CALL = '<tool_call>{"name": "python", "arguments": {"code": "print(6*7)"}}</tool_call>'
+INVENTED = "<|tool|>99\n"  # what a model that is not stopped goes on to write: a made-up result
+
+
+@pytest.fixture(scope="module")
+def native_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A chat-template model taught to write a native-style call as text and then, like an
+    unstopped model, to invent the tool's reply."""
+    base = build_tiny_model(tmp_path_factory.mktemp("tiny-chat"), chat_template=CHAT_TEMPLATE, seed=2)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    env = native_env()
+    context = ChatRenderer(tokenizer).prompt_ids(env.opening(TASK), tools=env.policy_tools)
+    target = tokenizer(TOOL_CHAT_CALL + INVENTED, add_special_tokens=False).input_ids
+    return fit(base, tmp_path_factory.mktemp("native-model"), [(context, target)])
+
+
+def native_env(sandbox: Sandbox | None = None) -> ToolEnv:
+    return ToolEnv(TaskList([TASK], name="six"), tools=["python"], prompt_style="native", sandbox=sandbox)
+
+
+def test_native_calls_written_as_text_stop_at_the_closing_tag_on_a_local_engine(
+    native_model_dir: Path, sandbox: Sandbox
+) -> None:
+    engine = TransformersEngine.from_pretrained(native_model_dir, device="cpu")
+    try:
+        params = SamplingParams(max_tokens=160, temperature=0.0)  # the JSON call is long in this vocabulary
+        episode = asyncio.run(play_episode(native_env(sandbox), engine, params, task=TASK, env_name="native"))
+    finally:
+        engine.shutdown()
+    assert episode.error is None and episode.finish_reasons[0] == "stop"
+    assert episode.messages[2] == {"role": "assistant", "content": TOOL_CHAT_CALL}  # nothing invented
+    assert episode.messages[3]["role"] == "tool" and episode.messages[3]["content"] == "42\n"
+    assert episode.metrics["tool_calls"] == 1 and episode.metrics["tool_errors"] == 0
+
+
+def test_two_results_of_one_reply_get_a_span_each(tiny_chat_model_dir: Path, sandbox: Sandbox) -> None:
+    """A chat template with a tool role, a reply making two calls: one span per result,
+    each covering that result's text, in order, inside the one insertion."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_chat_model_dir)
+    renderer = ChatRenderer(tokenizer, "template")
+    env = ToolEnv(TaskList([TASK], name="six"), tools=["python", "calculator"], sandbox=sandbox)
+    reply = TOOL_CHAT_CALL + " <calculator>2**10</calculator>"
+    reply_ids = [*tokenizer(reply, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+    generation = Generation(reply, len(reply_ids), "stop", token_ids=tuple(reply_ids))
+    log = TokenLog(renderer)
+
+    async def go() -> list[dict[str, Any]]:
+        opening, _ = await env.areset(options={"task": TASK})
+        log.start(opening)
+        log.add_reply(generation)
+        messages, *_ = await env.astep(reply)
+        log.add_environment(messages[: len(opening) + 1], messages[len(opening) + 1 :], generation)
+        return messages
+
+    messages = asyncio.run(go())
+    assert [(m["role"], m["content"]) for m in messages[-2:]] == [("tool", "42\n"), ("tool", "1024")]
+    ((begin, end),) = log.env_spans
+    (first_begin, first_end), (second_begin, second_end) = log.tool_spans
+    assert begin < first_begin < first_end < second_begin < second_end < end
+    decode = lambda a, b: tokenizer.decode(log.token_ids[a:b])  # noqa: E731
+    assert (
+        decode(first_begin, first_end).strip() == "42" and decode(second_begin, second_end).strip() == "1024"
+    )
+    assert "<|tool|>" in decode(first_end, second_begin)  # the second result's own opening lies between
+    assert decode(second_end, end).strip() == "<|assistant|>"  # then the model's turn opens
+    assert not any(log.loss_mask[begin:end])

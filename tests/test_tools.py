@@ -4,7 +4,11 @@ message) and the parser that finds tool calls in replies. Real functions, no moc
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -19,8 +23,11 @@ from envs.tools import (
     ToolError,
     ToolResult,
     ToolState,
+    calculator_tool,
     tool,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def add(a: int, b: int = 2, unit: Literal["m", "km"] = "m") -> str:
@@ -130,6 +137,46 @@ def test_exceptions_become_error_messages() -> None:
         "Error: 9 is out of range", "raised", seconds=pytest.approx(0, abs=1)
     )
 
+    def exits(code: int) -> int:
+        """Calls sys.exit, as a careless script would."""
+        sys.exit(code)
+
+    async def exits_async(code: int) -> int:
+        """The same, async."""
+        sys.exit(code)
+
+    def cancels(code: int) -> int:
+        """Raises CancelledError although nobody cancelled it."""
+        raise asyncio.CancelledError(f"gave up on {code}")
+
+    async def cancels_async(code: int) -> int:
+        """The same, async (e.g. it awaited a future someone else cancelled)."""
+        raise asyncio.CancelledError()
+
+    for fn, message in [
+        (exits, "Error: SystemExit: 3"),
+        (exits_async, "Error: SystemExit: 3"),
+        (cancels, "Error: CancelledError: gave up on 3"),
+        (cancels_async, "Error: CancelledError"),
+    ]:
+        result = run(Tool(fn)({"code": 3}))
+        assert (result.content, result.error) == (message, "raised"), fn.__name__
+
+
+def test_cancelling_the_caller_still_cancels_a_tool_call() -> None:
+    """A CancelledError that comes from stopping the episode is not turned into a tool message."""
+
+    async def caller() -> None:
+        call = asyncio.ensure_future(Tool(slow)({"seconds": 5}))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        await call
+
+    start = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        run(caller())
+    assert time.monotonic() - start < 2
+
 
 @pytest.mark.parametrize("fn", [slow, blocking], ids=["async", "sync-thread"])
 def test_a_hanging_tool_times_out(fn) -> None:
@@ -139,6 +186,76 @@ def test_a_hanging_tool_times_out(fn) -> None:
     assert result.error == "timeout" and "timed out after 0.3 s" in result.content
     assert time.monotonic() - start < (2.5 if fn is slow else 1.6)  # the caller was not held
     assert run(Tool(fn, timeout_s=2)({"seconds": 0.01})).content == "done"
+
+
+def test_hung_sync_calls_do_not_starve_other_tools_or_queue_forever() -> None:
+    """Eight calls that never end: another tool still answers at once, and once the hung
+    tool's own threads are all stuck, its next call is refused without waiting."""
+    release = threading.Event()
+
+    def hang(n: int) -> str:
+        """Wait for an event that does not come."""
+        release.wait()
+        return "released"
+
+    hung = Tool(hang, timeout_s=0.2, threads=4)
+    calculator = calculator_tool(timeout_s=1.0)
+
+    async def go() -> tuple[list[ToolResult], ToolResult, ToolResult]:
+        stuck = await asyncio.gather(*(hung({"n": i}) for i in range(8)))
+        answer = await calculator({"expression": "6 * 7"})
+        start = time.monotonic()
+        refused = await hung({"n": 9})
+        assert time.monotonic() - start < 0.1  # answered at once, not after another timeout
+        return stuck, answer, refused
+
+    try:
+        stuck, answer, refused = run(go())
+        assert [r.error for r in stuck] == ["timeout"] * 8
+        assert answer.error is None and answer.content == "42"
+        assert refused.error == "timeout" and "hang is stuck: all 4 of its threads" in refused.content
+        assert hung.threads.stuck == 4
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while hung.threads.stuck and time.monotonic() < deadline:  # released calls free their threads
+        time.sleep(0.01)
+    assert hung.threads.stuck == 0 and run(hung({"n": 10})).content == "released"
+
+
+def test_the_time_limit_starts_when_a_thread_takes_the_call() -> None:
+    """One thread, three calls of 0.3 s each and a 0.5 s limit: the later calls wait for the
+    thread, then run; none is timed out for the waiting."""
+    single = Tool(blocking, timeout_s=0.5, threads=1)
+
+    async def go() -> list[ToolResult]:
+        return list(await asyncio.gather(*(single({"seconds": 0.3}) for _ in range(3))))
+
+    start = time.monotonic()
+    assert [r.content for r in run(go())] == ["done"] * 3
+    assert time.monotonic() - start >= 0.85  # they did run one after another
+
+
+STUCK_FOREVER = """
+import asyncio, threading
+from envs.tools import Tool
+
+def forever(n: int) -> str:
+    threading.Event().wait()
+
+result = asyncio.run(Tool(forever, timeout_s=0.2)({"n": 1}))
+print(result.error)
+"""
+
+
+def test_a_process_with_a_tool_stuck_forever_still_exits() -> None:
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK_FOREVER], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "timeout"
+    assert time.monotonic() - start < 30  # it exits; it does not wait for the stuck thread
 
 
 def test_huge_output_is_cut_with_a_marker() -> None:

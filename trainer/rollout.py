@@ -10,7 +10,9 @@ tokens are trained on) and the engine's sampling logprobs, so nothing is re-toke
 
 from __future__ import annotations
 
+import asyncio
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,7 +21,7 @@ from typing import Any
 from envs.core import MultiTurnEnv
 from envs.tasks import Task
 from rewards.types import Message
-from trainer.engines.base import Engine, Generation, SamplingParams, ToolSchemas
+from trainer.engines.base import Engine, Generation, LocalEngine, SamplingParams, ToolSchemas
 from trainer.engines.chat_format import ChatRenderer
 
 
@@ -73,10 +75,15 @@ class TokenLog:
     """The token sequence of one episode, built from the engine's own ids.
 
     Prompt and environment tokens (feedback, tool results) have loss mask 0; each sampled
-    reply has mask 1 and its sampling logprobs. `env_spans` mark where the environment's
-    tokens were inserted, as `[begin, end)` token positions; `tool_spans` are those that
-    carry tool results. Each span runs through the opening of the next assistant turn, so
-    `end` is where the model resumes (the ARPO trainer branches there).
+    reply has mask 1 and its sampling logprobs. Spans are `[begin, end)` token positions.
+    `env_spans`: one per insertion of the environment's tokens between two replies, from
+    the end of the reply's turn through the opening of the next assistant turn, so its
+    `end` is where the model resumes (the ARPO trainer branches there). `tool_spans`: one
+    per tool result, in order, covering the tokens of that `tool` message's content (a
+    token straddling the content's edge counts as inside); a reply with two calls gives
+    two. Where the chat format shows a result other than verbatim or trimmed (that result
+    and the later ones of that insertion), or the tokenizer gives no character offsets (a
+    slow tokenizer), a result's span is its whole insertion instead.
     """
 
     def __init__(self, renderer: ChatRenderer, tools: ToolSchemas | None = None) -> None:
@@ -100,16 +107,95 @@ class TokenLog:
 
     def add_environment(self, history: list[Message], new: list[Message], reply: Generation) -> None:
         begin = len(self.token_ids)
-        ids = self.renderer.continuation_ids(history, new, reply.token_ids, tools=self.tools)
+        text = self.renderer.continuation_text(history, new, reply.token_ids, tools=self.tools)
+        chars = _result_chars(self.renderer, history, new, reply, self.tools, text)
+        ids, spans = _token_spans(self.renderer.tokenizer, text, chars)
         self._extend(ids, sampled=False)
         self.env_spans.append((begin, len(self.token_ids)))
-        if any(message["role"] == "tool" for message in new):
-            self.tool_spans.append((begin, len(self.token_ids)))
+        self.tool_spans.extend((begin + first, begin + last) for first, last in spans)
 
     def _extend(self, ids: list[int], *, sampled: bool, logprobs: tuple[float, ...] = ()) -> None:
         self.token_ids.extend(ids)
         self.loss_mask.extend([sampled] * len(ids))
         self.sampler_logprobs.extend(logprobs or [0.0] * len(ids))
+
+
+def _result_chars(
+    renderer: ChatRenderer,
+    history: list[Message],
+    new: list[Message],
+    reply: Generation,
+    tools: ToolSchemas | None,
+    text: str,
+) -> list[tuple[int, int] | None]:
+    """Where each tool message's content sits in `text` (the rendered continuation), as
+    character spans; None for one the format rendered other than verbatim or trimmed.
+
+    The continuation is rendered again with a marker in place of each result: the text
+    around the markers is the same as around the results, so each result is found right
+    where its marker was, never by searching for its words elsewhere."""
+    markers: list[str] = []
+    marked: list[Message] = []
+    for message in new:
+        if message["role"] == "tool":
+            markers.append(f"@@rewardgym-tool-result-{len(markers)}@@")
+            marked.append({**message, "content": markers[-1]})  # type: ignore[typeddict-item]
+        else:
+            marked.append(message)
+    if not markers:
+        return []
+    contents = [message.get("content") or "" for message in new if message["role"] == "tool"]
+    rendered = renderer.continuation_text(history, marked, reply.token_ids, tools=tools)
+    pieces = re.split("(" + "|".join(re.escape(m) for m in markers) + ")", rendered)
+    if pieces[1::2] != markers:  # a marker was escaped or dropped by the template
+        return [None] * len(markers)
+    spans: list[tuple[int, int] | None] = []
+    at = len(pieces[0])
+    for index, content in enumerate(contents):
+        after = pieces[2 * index + 2]  # the format's text up to the next result (or the end)
+        shown = next((c for c in (content, content.strip()) if text.startswith(c + after, at)), None)
+        if shown is None:
+            return [*spans, *[None] * (len(contents) - index)]
+        spans.append((at, at + len(shown)))
+        at += len(shown) + len(after)
+    return spans
+
+
+def _token_spans(
+    tokenizer: Any, text: str, chars: list[tuple[int, int] | None]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """`text`'s token ids, and for each character span the tokens overlapping it (all of
+    them where a span is unknown or the tokenizer gives no offsets)."""
+    if not chars:
+        return list(tokenizer(text, add_special_tokens=False).input_ids), []
+    if not getattr(tokenizer, "is_fast", False):
+        ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+        return ids, [(0, len(ids))] * len(chars)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoding.input_ids), list(encoding.offset_mapping)
+    spans = []
+    for span in chars:
+        if span is None:
+            spans.append((0, len(ids)))
+            continue
+        start, end = span
+        inside = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+        if inside:
+            spans.append((inside[0], inside[-1] + 1))
+        else:  # an empty result: an empty span where it sits
+            at = next((i for i, (a, _) in enumerate(offsets) if a >= start), len(ids))
+            spans.append((at, at))
+    return ids, spans
+
+
+def _contained(exc: BaseException) -> bool:
+    """Whether a failure stays inside its episode: any Exception, SystemExit, and a
+    CancelledError the code raised itself; not KeyboardInterrupt, nor the cancellation of
+    this episode's own task (the run is being stopped)."""
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return isinstance(exc, (Exception, SystemExit))
 
 
 async def play_episode(
@@ -126,11 +212,13 @@ async def play_episode(
     """Run `task` in `env` with replies from `engine` until the episode ends or fails.
 
     With `tokens`, every turn continues the token sequence it records (see `TokenLog`).
-    The environment's `reply_stops` end each reply after a tool call's closing tag, and its
-    `policy_tools` go to the engine as native tool schemas.
+    The environment's `reply_stops` end each reply after a tool call's closing tag (with a
+    local engine, its `local_reply_stops` too), and its `policy_tools` go to the engine as
+    native tool schemas.
     """
-    if env.reply_stops:
-        params = replace(params, stop_after=tuple(dict.fromkeys(params.stop_after + env.reply_stops)))
+    stops = env.reply_stops + (env.local_reply_stops if isinstance(engine, LocalEngine) else ())
+    if stops:
+        params = replace(params, stop_after=tuple(dict.fromkeys(params.stop_after + stops)))
     start = time.monotonic()
     generations: list[Generation] = []
     total = env_seconds = 0.0
@@ -144,7 +232,9 @@ async def play_episode(
         prompt_messages = len(messages)
         if tokens is not None:
             tokens.start(messages)
-    except Exception as exc:
+    except BaseException as exc:
+        if not _contained(exc):
+            raise
         error = f"env: {type(exc).__name__}: {exc}"
     while error is None and not (terminated or truncated):
         budget = env.tokens_left
@@ -172,7 +262,9 @@ async def play_episode(
             if tokens is not None and not (terminated or truncated):
                 history = messages[: history_length + 1]
                 tokens.add_environment(history, messages[history_length + 1 :], generation)
-        except Exception as exc:
+        except BaseException as exc:
+            if not _contained(exc):
+                raise
             error = f"env: {type(exc).__name__}: {exc}"
             break
         finally:

@@ -9,12 +9,14 @@ from envs.tools.parsing import TOOL_CALL_FORMATS, TagTool, ToolCall, ToolCallFor
 from envs.tools.python_tool import python_tool
 from envs.tools.search import BM25Index, Corpus, Document, bundled_corpus, resolve_corpus, search_tool
 from envs.tools.shaping import ToolUseShaping
+from envs.tools.threads import ToolStuck, ToolThreads
 from envs.tools.tool import (
     TOOL_ERROR_KINDS,
     Tool,
     ToolDefinitionError,
     ToolError,
     ToolErrorKind,
+    ToolInfrastructureError,
     ToolResult,
     ToolState,
     ToolTimeoutError,
@@ -37,8 +39,11 @@ __all__ = [
     "ToolDefinitionError",
     "ToolError",
     "ToolErrorKind",
+    "ToolInfrastructureError",
     "ToolResult",
     "ToolState",
+    "ToolStuck",
+    "ToolThreads",
     "ToolTimeoutError",
     "ToolUseShaping",
     "Toolbox",

@@ -21,10 +21,16 @@ def builtin_tool(
     python_stateful: bool = True,
     corpus: str = "islands",
     timeout_s: float | None = None,
+    max_output_chars: int | None = None,
 ) -> Tool:
     """`python` (sandboxed; stateful across one episode's calls), `calculator`, or `search`
-    (BM25 over `corpus`)."""
-    options: dict[str, Any] = {} if timeout_s is None else {"timeout_s": timeout_s}
+    (BM25 over `corpus`). `timeout_s` and `max_output_chars`: None keeps each tool's own
+    default."""
+    options: dict[str, Any] = {}
+    if timeout_s is not None:
+        options["timeout_s"] = timeout_s
+    if max_output_chars is not None:
+        options["max_output_chars"] = max_output_chars
     if name == "python":
         return python_tool(sandbox, stateful=python_stateful, **options)
     if name == "calculator":
@@ -40,12 +46,22 @@ def resolve_tools(
     sandbox: Sandbox | None = None,
     python_stateful: bool = True,
     corpus: str = "islands",
+    timeout_s: float | None = None,
+    max_output_chars: int | None = None,
 ) -> list[Tool]:
-    """Tools from names of built-ins, `Tool`s and plain functions, in order."""
+    """Tools from names of built-ins, `Tool`s and plain functions, in order. `timeout_s` and
+    `max_output_chars` set the built-ins' limits (a `Tool` you pass keeps its own)."""
     if isinstance(tools, str):
         raise TypeError(f"tools must be a list, e.g. [{tools!r}], not a string")
     return [
-        builtin_tool(item, sandbox=sandbox, python_stateful=python_stateful, corpus=corpus)
+        builtin_tool(
+            item,
+            sandbox=sandbox,
+            python_stateful=python_stateful,
+            corpus=corpus,
+            timeout_s=timeout_s,
+            max_output_chars=max_output_chars,
+        )
         if isinstance(item, str)
         else as_tool(item)
         for item in tools

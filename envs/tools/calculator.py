@@ -26,7 +26,7 @@ from typing import Any
 
 import simpleeval
 
-from envs.tools.tool import Tool, ToolError
+from envs.tools.tool import DEFAULT_MAX_OUTPUT_CHARS, Tool, ToolError
 
 MAX_EXPRESSION_CHARS = 500
 MAX_DEPTH = 100  # nesting of the parsed expression
@@ -341,6 +341,6 @@ def calculate(expression: str) -> str:
     return format_result(evaluate(expression))
 
 
-def calculator_tool(*, timeout_s: float = 2.0) -> Tool:
+def calculator_tool(*, timeout_s: float = 2.0, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> Tool:
     """The `calculator` tool (one parameter, `expression`)."""
-    return Tool(calculate, name="calculator", timeout_s=timeout_s)
+    return Tool(calculate, name="calculator", timeout_s=timeout_s, max_output_chars=max_output_chars)

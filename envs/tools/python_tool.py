@@ -6,13 +6,24 @@ without error are replayed silently before the new one, so variables, functions 
 imports carry over. Replay re-executes code, so it costs the earlier cells' time again
 and anything random or time-dependent in them is drawn afresh. As in a notebook, a cell
 ending in an expression shows that expression's value.
+
+A failure of the sandbox itself (status sandbox-error, or the sandbox raising) says nothing
+about the model's code: it raises `ToolInfrastructureError`, so the episode fails as an
+environment error rather than teaching the model that its code was wrong.
 """
 
 from __future__ import annotations
 
 import json
 
-from envs.tools.tool import DEFAULT_MAX_OUTPUT_CHARS, Tool, ToolError, ToolState, ToolTimeoutError
+from envs.tools.tool import (
+    DEFAULT_MAX_OUTPUT_CHARS,
+    Tool,
+    ToolError,
+    ToolInfrastructureError,
+    ToolState,
+    ToolTimeoutError,
+)
 from sandbox import Limits, RunRequest, RunStatus, Sandbox, default_sandbox
 
 CELLS_FILE = "cells.json"
@@ -86,9 +97,12 @@ def python_tool(
         """
         history: list[str] = state.get("cells", []) if stateful else []
         payload = json.dumps({"history": history, "cell": code}).encode()
-        result = await (sandbox or default_sandbox()).run(
-            RunRequest(code=DRIVER, files={CELLS_FILE: payload}, limits=limits)
-        )
+        try:
+            result = await (sandbox or default_sandbox()).run(
+                RunRequest(code=DRIVER, files={CELLS_FILE: payload}, limits=limits)
+            )
+        except Exception as exc:
+            raise ToolInfrastructureError(f"the sandbox failed: {type(exc).__name__}: {exc}") from exc
         output = result.stdout + result.stderr
         if result.status is RunStatus.OK:
             if stateful:
@@ -102,7 +116,7 @@ def python_tool(
             raise ToolError(f"the code ran out of memory (limit {memory_mb} MiB)" + _partial(output))
         if result.status is RunStatus.OUTPUT_LIMIT:
             raise ToolError("the code printed too much output and was stopped" + _partial(output))
-        raise RuntimeError(f"the sandbox failed: {result.message}")
+        raise ToolInfrastructureError(f"the sandbox failed: {result.message}")
 
     description = STATEFUL_DESCRIPTION if stateful else STATELESS_DESCRIPTION
     # The sandbox enforces the wall limit; the tool's own timeout is a backstop above it.

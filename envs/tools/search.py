@@ -211,6 +211,7 @@ def search_tool(
     k: int = 3,
     snippet_chars: int = 600,
     timeout_s: float = 5.0,
+    max_output_chars: int | None = None,
 ) -> Tool:
     """A `search` tool over `corpus` (a Corpus, a bundled corpus name, or a .jsonl path).
 
@@ -218,7 +219,8 @@ def search_tool(
     as blocks separated by a blank line: `[doc-007] Title` on one line, then the text
     (cut to `snippet_chars` at a word boundary, ending " ..." when cut); "No results."
     when no document shares a word with the query. The index is built here, once; every
-    call of the tool reuses it.
+    call of the tool reuses it. `max_output_chars` (default: room for `k` full hits) cuts
+    longer answers, keeping head and tail.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -236,5 +238,6 @@ def search_tool(
             raise ToolError("the query is empty")
         return format_hits(index.search(query, k), snippet_chars)
 
-    max_output = max(DEFAULT_MAX_OUTPUT_CHARS, k * (snippet_chars + 200))  # room for k full hits
-    return Tool(search, name="search", timeout_s=timeout_s, max_output_chars=max_output)
+    if max_output_chars is None:  # room for k full hits
+        max_output_chars = max(DEFAULT_MAX_OUTPUT_CHARS, k * (snippet_chars + 200))
+    return Tool(search, name="search", timeout_s=timeout_s, max_output_chars=max_output_chars)

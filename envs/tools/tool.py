@@ -15,17 +15,26 @@ parameter's description; Google, NumPy and reST styles through docstring_parser)
 
     add_tool = Tool(add)          # or decorate the function with @tool
 
-A call never raises into the environment: arguments that do not fit the schema, an
-exception inside the tool, a call running past `timeout_s` and output over
-`max_output_chars` all come back as a `ToolResult` whose `content` is what the model reads
-and whose `error` says what went wrong. A parameter annotated `ToolState` is not part of
-the schema: it receives a dict private to this tool and this episode (a stateful tool
-keeps its session there).
+A call never raises into the environment for anything the model's call caused: arguments
+that do not fit the schema, an exception inside the tool (`SystemExit` and a
+`CancelledError` of the tool's own included), a call running past `timeout_s` and output
+over `max_output_chars` all come back as a `ToolResult` whose `content` is what the model
+reads and whose `error` says what went wrong. Two things do propagate: `KeyboardInterrupt`
+and the cancellation of the caller's own task (the run is being stopped), and
+`ToolInfrastructureError`, which a tool raises when the machinery under it failed (the
+sandbox broke): that says nothing about the model's call, so the episode fails as an
+environment error instead of training the model on it.
+
+Sync tools run on daemon threads of their own (`ToolThreads`: a hung call cannot starve
+other tools or keep the process from exiting; the time limit starts when a thread picks
+the call up). A parameter annotated `ToolState` is not part of the schema: it receives a
+dict private to this tool and this episode (a stateful tool keeps its session there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import time
@@ -35,6 +44,8 @@ from typing import Any, Literal, get_type_hints
 
 import docstring_parser
 import pydantic
+
+from envs.tools.threads import ToolStuck, ToolThreads
 
 ToolErrorKind = Literal["malformed", "unknown_tool", "bad_arguments", "raised", "timeout", "budget"]
 TOOL_ERROR_KINDS: tuple[ToolErrorKind, ...] = (
@@ -47,6 +58,7 @@ TOOL_ERROR_KINDS: tuple[ToolErrorKind, ...] = (
 )
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_OUTPUT_CHARS = 4000
+DEFAULT_THREADS = 4  # worker threads of a sync tool (see `ToolThreads`)
 
 
 class ToolState(dict[str, Any]):
@@ -59,6 +71,13 @@ class ToolError(Exception):
 
 class ToolTimeoutError(ToolError):
     """Raise inside a tool when the work it runs (a sandbox, a server) hit its own time limit."""
+
+
+class ToolInfrastructureError(RuntimeError):
+    """Raise inside a tool when what it runs on failed (sandbox, service), not the call itself.
+
+    It is not a tool message: it escapes the call, so the episode ends with an environment
+    error and is not trained on (like a failing test harness in a code reward)."""
 
 
 class ToolDefinitionError(TypeError):
@@ -76,7 +95,9 @@ class ToolResult:
 
 
 class Tool:
-    """A callable with a name, a description and an argument schema the model can read."""
+    """A callable with a name, a description and an argument schema the model can read.
+
+    `threads`: how many worker threads a sync tool may use (its own, see `ToolThreads`)."""
 
     def __init__(
         self,
@@ -86,6 +107,7 @@ class Tool:
         description: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -105,6 +127,7 @@ class Tool:
         self.description = description or summary or self.name
         self._arguments_model, self._state_parameter = _arguments_model(fn, self.name, doc)
         self.parameters: dict[str, Any] = _clean_schema(self._arguments_model.model_json_schema())
+        self.threads = ToolThreads(self.name, threads)  # used by sync tools only
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -145,18 +168,27 @@ class Tool:
         if self._state_parameter:
             kwargs[self._state_parameter] = state if state is not None else ToolState()
         try:
-            if self.is_async:
-                output = await asyncio.wait_for(self.fn(**kwargs), self.timeout_s)
-            else:  # a thread cannot be killed: a hung sync tool keeps its worker thread
-                output = await asyncio.wait_for(asyncio.to_thread(self.fn, **kwargs), self.timeout_s)
+            if self.is_async:  # in this task, so that whatever the tool raises comes straight here
+                async with asyncio.timeout(self.timeout_s):
+                    output = await self.fn(**kwargs)
+            else:
+                output = await self.threads.run(functools.partial(self.fn, **kwargs), self.timeout_s)
         except TimeoutError:
             return result(f"Error: {self.name} timed out after {self.timeout_s:g} s", "timeout")
+        except ToolStuck as exc:
+            return result(f"Error: {exc}", "timeout")
+        except ToolInfrastructureError:
+            raise
         except ToolTimeoutError as exc:
             return result(f"Error: {exc}", "timeout")
         except ToolError as exc:
             return result(f"Error: {exc}", "raised")
-        except Exception as exc:
-            return result(f"Error: {type(exc).__name__}: {exc}", "raised")
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            return result(f"Error: {_describe(exc)}", "raised")
+        except (Exception, SystemExit) as exc:  # a tool calling sys.exit() must not end the run
+            return result(f"Error: {_describe(exc)}", "raised")
         text, truncated = truncate_output(render_output(output), self.max_output_chars)
         return ToolResult(text, None, truncated, time.monotonic() - start)
 
@@ -171,6 +203,7 @@ def tool(
     description: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    threads: int = DEFAULT_THREADS,
 ) -> Any:
     """Decorator: `@tool` or `@tool(timeout_s=2)` turns a function into a `Tool`."""
 
@@ -181,6 +214,7 @@ def tool(
             description=description,
             timeout_s=timeout_s,
             max_output_chars=max_output_chars,
+            threads=threads,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -189,6 +223,18 @@ def tool(
 def as_tool(value: Tool | Callable[..., Any] | Callable[..., Awaitable[Any]]) -> Tool:
     """A `Tool` as is; a plain function wrapped with the defaults."""
     return value if isinstance(value, Tool) else Tool(value)
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task was asked to stop (then a CancelledError is not the tool's)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _describe(exc: BaseException) -> str:
+    """`KeyError: 'x'`, or only the type's name when the exception has no message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def render_output(output: Any) -> str:

@@ -91,12 +91,24 @@ class ChatRenderer:
         the end-of-sequence token the template's own turn ending starts with, that part is
         not repeated.
         """
+        text = self.continuation_text(history, new_messages, reply_ids, tools=tools)
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def continuation_text(
+        self,
+        history: Sequence[Message],
+        new_messages: Sequence[Message],
+        reply_ids: Sequence[int],
+        *,
+        tools: ToolSchemas | None = None,
+    ) -> str:
+        """The text `continuation_ids` tokenizes (to locate messages in it)."""
         text = self._turn_tail(history, new_messages, tools)
         turn_end = self.turn_end
         eos_text = self._eos_text(reply_ids)
         if eos_text and turn_end.startswith(eos_text):
             turn_end = turn_end[len(eos_text) :]
-        return list(self.tokenizer(turn_end + text, add_special_tokens=False).input_ids)
+        return turn_end + text
 
     # -- helpers ---------------------------------------------------------------------------------
 
