@@ -3,8 +3,10 @@
 Gemma 3 270M (base model, plain transcript format), N Math-v0 prompts x G samples each,
 temperature 1.0, up to 128 tokens: every sample is its own `Engine.generate_ids` coroutine,
 all submitted at once as the trainer's rollouts do. Baseline: TransformersEngine with a
-batch size that takes them all. Ours: VLLMEngine. Each engine is warmed up first and its
-start-up is reported apart from generation. Target: vLLM >= 3x the baseline's tokens/s.
+batch size that takes them all, generating on the main thread as the trainer drives it
+(matrix products in side threads run single-threaded here). Ours: VLLMEngine. Each engine
+is warmed up first and its start-up is reported apart from generation. Target: vLLM >= 3x
+the baseline's tokens/s.
 
     python bench/bench_generation.py [--prompts 8] [--samples 8] [--max-tokens 128]
 
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from trainer.engines import Engine, SamplingParams
@@ -43,15 +46,27 @@ async def generate_all(engine: Engine, conversations: list[Any], samples: int, m
     return sum(g.num_tokens for g in generations)
 
 
+def run_requests(engine: Engine, conversations: list[Any], samples: int, max_tokens: int) -> int:
+    """Run `generate_all`; a transformers engine generates on this (the main) thread meanwhile."""
+    from trainer.engines.transformers_engine import TransformersEngine
+
+    if not isinstance(engine, TransformersEngine):
+        return asyncio.run(generate_all(engine, conversations, samples, max_tokens))
+    with ThreadPoolExecutor(1) as requests_thread:
+        done = requests_thread.submit(asyncio.run, generate_all(engine, conversations, samples, max_tokens))
+        engine.drive(done)
+        return done.result()
+
+
 def measure(
     name: str, start_engine: Any, conversations: list[Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.perf_counter()
     engine = start_engine()
     start_s = time.perf_counter() - started
-    asyncio.run(generate_all(engine, conversations[:2], 1, 8))  # warm-up
+    run_requests(engine, conversations[:2], 1, 8)  # warm-up
     started = time.perf_counter()
-    tokens = asyncio.run(generate_all(engine, conversations, args.samples, args.max_tokens))
+    tokens = run_requests(engine, conversations, args.samples, args.max_tokens)
     seconds = time.perf_counter() - started
     asyncio.run(engine.close())
     del engine
@@ -78,7 +93,9 @@ def main() -> None:
         from trainer.engines.transformers_engine import TransformersEngine
 
         def start_transformers() -> Engine:
-            return TransformersEngine.from_pretrained(path, chat_format="plain", max_batch_size=batch)
+            return TransformersEngine.from_pretrained(
+                path, chat_format="plain", max_batch_size=batch, threaded=False
+            )
 
         results.append(measure("transformers generate", start_transformers, conversations, args))
     from trainer.engines.vllm_engine import VLLMEngine

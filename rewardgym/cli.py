@@ -393,10 +393,10 @@ def _serve_model(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
     )
     name = args.served_name or Path(str(args.model)).name
-    app = create_app(engine, name, default_max_tokens=args.max_tokens)
+    app = create_app(engine, name, default_max_tokens=args.max_tokens, enable_lora=args.enable_lora)
     console.print(f"serving {name} on http://{args.host}:{args.port}/v1")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    engine.shutdown()
+    app.state.models.close()  # the base engine and any adapters' engines
     return 0
 
 
@@ -456,6 +456,8 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.reward_url:
+        overrides.append(f"rollout.reward_url={json.dumps(args.reward_url)}")
     config = TrainConfig.load(args.config, overrides)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from trainer.checkpoint import CheckpointError
@@ -497,6 +499,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="shortcut for --set run_dir=DIR")
     p.add_argument("--model", help="shortcut for --set model.name=M")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+    p.add_argument(
+        "--reward-url",
+        action="append",
+        metavar="URL",
+        help="score with a reward server (`rewardgym serve --env ID`), repeatable: "
+        "shortcut for --set rollout.reward_url=[URL, ...]",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("--help-config", action="store_true", help="list every config field with its default")
 
@@ -522,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=8)
     serve.add_argument(
         "--max-tokens", type=int, default=256, help="default max_tokens when a request gives none"
+    )
+    serve.add_argument(
+        "--enable-lora",
+        action="store_true",
+        help="allow POST /v1/load_lora_adapter (vLLM's runtime LoRA loading: a trainer's adapter each step)",
     )
     serve_sandbox = sub.add_parser(
         "serve-sandbox", help="serve the code sandbox over SandboxFusion's HTTP protocol (POST /run_code)"

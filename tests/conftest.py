@@ -90,6 +90,26 @@ def tiny_chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-chat-model"), chat_template=CHAT_TEMPLATE)
 
 
+def tiny_lora_config(model_dir: Path, run_dir: Path, *overrides: str) -> Any:
+    """A two-step LoRA run of the tiny model on tests/LetterA-v0 (the engine tests add their engine)."""
+    from trainer.config import TrainConfig
+
+    base = [
+        f"model.name={model_dir}",
+        f"run_dir={run_dir}",
+        "imports=[train_envs]",
+        "rollout.env=tests/LetterA-v0",
+        "rollout.group_size=4",
+        "rollout.groups_per_step=2",
+        "rollout.max_tokens=8",
+        "lora.rank=4",
+        "optim.lr=1e-2",
+        "tensorboard=false",
+        "steps=2",
+    ]
+    return TrainConfig.load(None, [*base, *overrides])
+
+
 def run_with_plugin(
     tmp_path: Path, package: str, source: str, group: str, entries: dict[str, str], script: str
 ) -> subprocess.CompletedProcess[str]:

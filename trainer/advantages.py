@@ -2,7 +2,8 @@
 
 Kept apart from rollouts and losses so other estimators (ARPO's tree advantages) can
 replace it. GRPO, DAPO and GSPO divide by the group's standard deviation; Dr. GRPO does
-not (the division favours groups that are nearly all right or all wrong).
+not (the division favours groups that are nearly all right or all wrong). DAPO's soft
+overlong penalty shapes the rewards before they are compared (`overlong_penalty`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Literal
+
+from rewards.rules import soft_overlong_penalty
 
 AdvantageScale = Literal["std", "none"]
 
@@ -35,3 +38,16 @@ def group_std(rewards_G: Sequence[float]) -> float:
         return 0.0
     mean = sum(rewards_G) / n
     return math.sqrt(sum((r - mean) ** 2 for r in rewards_G) / (n - 1))
+
+
+def overlong_penalty(reply_lengths: Sequence[int], max_tokens: int, buffer: int) -> float:
+    """DAPO's soft overlong penalty for one episode: 0 to -1 as a reply nears the generation limit.
+
+    DAPO penalises a response for approaching the length the sampler cuts it at. In a
+    multi-turn episode that limit is per reply (`rollout.max_tokens`), so each reply is
+    measured against it, not the episode's total; the episode gets the penalty of its longest
+    reply, which keeps the range DAPO's [-1, 0] however many turns there are. `buffer` is
+    clamped to `max_tokens`.
+    """
+    longest = max(reply_lengths, default=0)
+    return soft_overlong_penalty(longest, max_tokens, min(buffer, max_tokens))

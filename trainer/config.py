@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rewards.client import _normalise_urls
 from rewards.config_file import ConfigFileError, describe_validation_error, read_config_file
 from trainer.losses import DEFAULT_CLIP, Algorithm, LossSettings
 
@@ -54,12 +55,31 @@ class LoraSection(_Section):
 
 
 class EngineSection(_Section):
-    kind: Literal["transformers", "vllm"] = Field(
+    kind: Literal["transformers", "vllm", "openai"] = Field(
         "transformers",
         description="'transformers' shares the trainer's model (no weight copy); 'vllm' runs in-process "
-        "and gets the weights after every step. (A remote OpenAI-compatible server returns text, not "
-        "sampled token ids: it serves `rewardgym eval`, not training.)",
+        "and gets the weights after every step; 'openai' generates on a remote vLLM server (or "
+        "`rewardgym serve-model --enable-lora`) and loads the LoRA adapter there after every step",
     )
+    base_url: str | None = Field(
+        None, description="openai: the server's API root, e.g. http://127.0.0.1:8000/v1"
+    )
+    served_model: str | None = Field(
+        None,
+        description="openai: the base model's name on the server (same weights and tokenizer as model.name)",
+    )
+    lora_name: str = Field(
+        "rewardgym-policy", min_length=1, description="openai: the name the trained adapter is loaded under"
+    )
+    adapter_dir: Path | None = Field(
+        None,
+        description="openai: where each step's adapter is saved for the server to read, at the same path "
+        "(default RUN_DIR/engine_adapters; a shared mount when the server is on another machine)",
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="openai: environment variable with the server's API key (sent if set)"
+    )
+    timeout_s: float = Field(600.0, gt=0, description="openai: seconds one request may take")
     max_batch_size: int = Field(64, ge=1, description="transformers: most requests generated as one batch")
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="vllm: memory share (CPU: of all RAM, this process included)"
@@ -74,6 +94,15 @@ class EngineSection(_Section):
         False, description="vllm: skip compilation (starts in seconds, decodes slower)"
     )
     max_model_len: int = Field(2048, ge=16, description="vllm: longest prompt + completion")
+
+    @model_validator(mode="after")
+    def _remote_server_named(self) -> EngineSection:
+        if self.kind == "openai":
+            if not self.base_url or not self.served_model:
+                raise ValueError("kind = 'openai' needs base_url and served_model (the server and its model)")
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        return self
 
 
 class RolloutSection(_Section):
@@ -100,6 +129,17 @@ class RolloutSection(_Section):
         description="generate the next step's rollouts while this step trains (one step off-policy; "
         "set loss.is_cap to correct for it); the transformers engine then keeps its own copy of the model",
     )
+    reward_url: tuple[str, ...] = Field(
+        (),
+        description="score rollout.env's episodes with a reward server (`rewardgym serve --env ID`) "
+        "instead of in-process; several URLs share the load and fail over",
+    )
+    remote_reward: str | None = Field(
+        None, description="with reward_url: the served reward's name (default: the env id)"
+    )
+    reward_api_key_env: str | None = Field(
+        None, description="with reward_url: the environment variable holding the server's bearer token"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -108,10 +148,31 @@ class RolloutSection(_Section):
             return {**data, "env": None}
         return data
 
+    @field_validator("reward_url", mode="before")
+    @classmethod
+    def _one_url_or_several(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("reward_url")
+    @classmethod
+    def _urls_look_like_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_normalise_urls(value)) if value else value
+
     @model_validator(mode="after")
     def _one_source(self) -> RolloutSection:
         if (self.env is None) == (self.suite is None):
             raise ValueError("give exactly one of rollout.env and rollout.suite")
+        if not self.reward_url:
+            if self.remote_reward is not None or self.reward_api_key_env is not None:
+                raise ValueError(
+                    "rollout.remote_reward and rollout.reward_api_key_env go with rollout.reward_url"
+                )
+        elif self.suite is not None:
+            raise ValueError(
+                "rollout.reward_url applies to rollout.env; a suite's members keep their own rewards"
+            )
+        elif "reward" in self.env_kwargs:
+            raise ValueError("give rollout.reward_url or rollout.env_kwargs.reward, not both")
         return self
 
 
@@ -128,7 +189,11 @@ class LossSection(_Section):
         None, gt=0, description="truncated importance sampling engine→trainer, capped at this (None = off)"
     )
     overlong_buffer: int | None = Field(
-        None, ge=1, description="DAPO soft overlong penalty: last this many tokens of max_tokens ramp to -1"
+        None,
+        ge=1,
+        description="DAPO soft overlong penalty: a reply longer than rollout.max_tokens minus this many "
+        "tokens loses up to 1 (linearly, -1 at the limit); each reply is measured against the per-turn "
+        "limit and an episode gets its longest reply's penalty",
     )
     epochs: int = Field(1, ge=1, description="optimizer passes over each batch (>1 makes the ratio matter)")
 
@@ -175,6 +240,15 @@ class TrainConfig(_Section):
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     loss: LossSection = Field(default_factory=LossSection)
     optim: OptimSection = Field(default_factory=OptimSection)
+
+    @model_validator(mode="after")
+    def _remote_engine_takes_lora_only(self) -> TrainConfig:
+        if self.engine.kind == "openai" and not self.lora.enabled:
+            raise ValueError(
+                "engine.kind = 'openai' needs lora.enabled = true: only LoRA adapters can be pushed to a "
+                "remote server (full fine-tuning needs engine.kind = 'transformers' or 'vllm')"
+            )
+        return self
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:

@@ -2,12 +2,15 @@
 
 Each rank plays its own share of a step's groups with its own engine, then the learner's
 gradients are summed over ranks. DDP keeps a full copy per rank (generation uses the
-unwrapped model); FSDP2 shards parameters, so ranks cannot generate on their own with the
-transformers engine — it is for set-ups where generation lives elsewhere (vLLM).
+unwrapped model). FSDP2 shards parameters, gradients and optimizer state; a sharded model
+cannot generate on one rank alone, so with the transformers engine each rank also keeps an
+unsharded, gradient-free copy (`Policy.generator`) that gets the full weights after every
+step. With vLLM the engine holds its own copy anyway.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -23,7 +26,8 @@ def init_distributed() -> tuple[int, int]:
     if world_size == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # CPU tensors (counts, flags, gathered objects) are reduced too: gloo takes those on GPUs.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
     return dist.get_rank(), dist.get_world_size()
@@ -39,10 +43,7 @@ def wrap_for_ranks(policy: Policy, kind: str, engine_kind: str = "vllm") -> Any:
         from torch.distributed.fsdp import fully_shard
 
         if engine_kind == "transformers":
-            raise ValueError(
-                "distributed = 'fsdp2' shards the weights, so ranks cannot generate independently with the "
-                "transformers engine; use 'ddp', or engine.kind = 'vllm'"
-            )
+            policy.generator = copy.deepcopy(policy.model).eval().requires_grad_(False)
         return fully_shard(policy.model)
     if kind != "ddp":
         raise ValueError(f"distributed must be 'ddp' or 'fsdp2', got {kind!r}")

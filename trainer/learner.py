@@ -107,6 +107,7 @@ class Learner:
         self.optimizer = torch.optim.AdamW(
             params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, foreach=False
         )
+        self.schedule_steps = total_steps  # the schedule's length, kept by checkpoints
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(optim.warmup_steps, total_steps, optim.schedule)
         )
@@ -117,6 +118,11 @@ class Learner:
             raise ValueError(
                 "FSDP2 with LoRA cannot use the KL reference (kl_coef > 0); use DDP or kl_coef = 0"
             )
+
+    def set_schedule_steps(self, total_steps: int) -> None:
+        """Give the learning-rate schedule another length (a resumed run keeps its original one)."""
+        self.schedule_steps = total_steps
+        self.scheduler.lr_lambdas = [_schedule(self.optim.warmup_steps, total_steps, self.optim.schedule)]
 
     # -- one step ------------------------------------------------------------------------------
 

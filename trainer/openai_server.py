@@ -4,6 +4,11 @@
 `POST /v1/completions` and `GET /v1/models`, so anything that speaks the OpenAI API (our
 evaluator, judges, other tools) can use a local model with no account anywhere. For
 throughput on real hardware, `vllm serve` speaks the same protocol.
+
+Training through a server needs vLLM's extensions, which this server has too: a prompt of
+token ids, `return_tokens_as_token_ids` (tokens written "token_id:<id>") and
+`return_token_ids` in `/v1/completions`, and, with `--enable-lora`, runtime LoRA loading
+(`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`; see `trainer.served_models`).
 """
 
 from __future__ import annotations
@@ -11,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from envs.spaces import is_message
 from trainer.engines.base import MAX_TOP_LOGPROBS, EngineError, Generation, SamplingParams
+from trainer.engines.openai_engine import TOKEN_ID_PREFIX
 from trainer.engines.transformers_engine import TransformersEngine
+from trainer.served_models import AdapterError, ServedModels
 
 
 class _SamplingFields(BaseModel):
@@ -71,17 +78,52 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str = Field(min_length=1)
+    # Text, or token ids continued exactly (vLLM's extension: what training sends).
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    )
     # The legacy API's top-k size (OpenAI caps it at 5; vLLM allows more, as do we).
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    return_tokens_as_token_ids: bool = False  # logprobs' tokens as "token_id:<id>"
+    return_token_ids: bool = False  # each choice also carries token_ids and prompt_token_ids
+
+    @field_validator("return_tokens_as_token_ids")
+    @classmethod
+    def _ids_only_for_sampled_tokens(cls, as_ids: bool, info: ValidationInfo) -> bool:
+        """Top alternatives are merged by text here, so they cannot be given as token ids."""
+        if as_ids and info.data.get("logprobs"):
+            raise ValueError("is supported with logprobs 0 only (top alternatives are reported by text)")
+        return as_ids
+
+
+class LoadLoRAAdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lora_name: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1)
+    load_inplace: bool = False  # replace an adapter already loaded under this name
+
+
+class UnloadLoRAAdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # vLLM's optional lora_int_id means nothing here
+
+    lora_name: str = Field(min_length=1)
 
 
 def _openai_error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
 
 
-def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: int = 256) -> FastAPI:
+def create_app(
+    engine: TransformersEngine, model_name: str, default_max_tokens: int = 256, *, enable_lora: bool = False
+) -> FastAPI:
+    """The server's app over `engine` (served as `model_name`); `enable_lora` opens runtime
+    LoRA loading. `app.state.models` holds the served models (the base and any adapters)."""
     app = FastAPI(title="rewardgym model server", version="1")
+    served = ServedModels(engine, model_name, enable_lora=enable_lora)
+    app.state.models = served
+    vocab_size = engine.model.get_input_embeddings().num_embeddings
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,19 +136,32 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
     async def _engine_failed(request: Request, exc: EngineError) -> JSONResponse:
         return _openai_error(500, str(exc), "server_error")
 
+    @app.exception_handler(AdapterError)
+    async def _adapter_refused(request: Request, exc: AdapterError) -> JSONResponse:
+        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+        return _openai_error(exc.status, str(exc), kind)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": model_name, "object": "model", "owned_by": "rewardgym"}],
-        }
+        return {"object": "list", "data": served.cards()}
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(body: LoadLoRAAdapterRequest) -> PlainTextResponse:
+        """vLLM's runtime LoRA loading: the peft adapter at `lora_path` becomes model `lora_name`."""
+        await served.load(body.lora_name, body.lora_path, inplace=body.load_inplace)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(body: UnloadLoRAAdapterRequest) -> PlainTextResponse:
+        await served.unload(body.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
     def envelope(
-        kind: str, id_prefix: str, choices: list[dict[str, Any]], generations: list[Generation]
+        kind: str, id_prefix: str, model: str, choices: list[dict[str, Any]], generations: list[Generation]
     ) -> dict[str, Any]:
         """The OpenAI response wrapper around `choices`, with token usage."""
         prompt = len(generations[0].prompt_token_ids)
@@ -115,7 +170,7 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
             "id": f"{id_prefix}-{uuid.uuid4().hex}",
             "object": kind,
             "created": int(time.time()),
-            "model": model_name,
+            "model": model,
             "choices": choices,
             "usage": {
                 "prompt_tokens": prompt,
@@ -123,6 +178,9 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
                 "total_tokens": prompt + completion,
             },
         }
+
+    def served_name(model: str | None) -> str:
+        return model if model in served.adapters else model_name
 
     def token_logprobs(generation: Generation) -> list[dict[str, Any]]:
         """Chat `logprobs.content`: each token with its logprob and its top alternatives."""
@@ -146,7 +204,8 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
         params = body.sampling(
             default_max_tokens, logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0
         )
-        generations = await asyncio.gather(*(engine.generate(body.messages, params) for _ in range(body.n)))  # type: ignore[arg-type]
+        target = served.engine_for(body.model)
+        generations = await asyncio.gather(*(target.generate(body.messages, params) for _ in range(body.n)))  # type: ignore[arg-type]
         choices = [
             {
                 "index": i,
@@ -156,27 +215,42 @@ def create_app(engine: TransformersEngine, model_name: str, default_max_tokens: 
             }
             for i, g in enumerate(generations)
         ]
-        return envelope("chat.completion", "chatcmpl", choices, list(generations))
+        return envelope("chat.completion", "chatcmpl", served_name(body.model), choices, list(generations))
+
+    def completion_logprobs(body: CompletionRequest, g: Generation) -> dict[str, Any]:
+        if body.return_tokens_as_token_ids:
+            tokens = [f"{TOKEN_ID_PREFIX}{t}" for t in g.token_ids]
+            top: list[Any] = [{token: lp} for token, lp in zip(tokens, g.logprobs_T, strict=True)]
+        else:
+            tokens = [engine.tokenizer.decode([t]) for t in g.token_ids]
+            # one {token: logprob} per token, most likely first (null when not asked for)
+            top = [dict(step) for step in g.top_logprobs_T] if body.logprobs else None  # type: ignore[assignment]
+        return {"tokens": tokens, "token_logprobs": list(g.logprobs_T), "top_logprobs": top}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> dict[str, Any]:
+    async def completions(body: CompletionRequest) -> Any:
+        if not isinstance(body.prompt, str) and max(body.prompt) >= vocab_size:
+            return _openai_error(
+                400,
+                f"prompt: token id {max(body.prompt)} is outside the vocabulary (size {vocab_size})",
+                "invalid_request_error",
+            )
         params = body.sampling(
             default_max_tokens, logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0
         )
-        generations = await asyncio.gather(*(engine.complete(body.prompt, params) for _ in range(body.n)))
+        target = served.engine_for(body.model)
+        generations = await asyncio.gather(*(target.complete(body.prompt, params) for _ in range(body.n)))
         choices = []
         for i, g in enumerate(generations):
-            logprobs = None
-            if body.logprobs is not None:
-                logprobs = {
-                    "tokens": [engine.tokenizer.decode([t]) for t in g.token_ids],
-                    "token_logprobs": list(g.logprobs_T),
-                    # one {token: logprob} per token, most likely first (null when not asked for)
-                    "top_logprobs": [dict(top) for top in g.top_logprobs_T] if body.logprobs else None,
-                }
-            choices.append(
-                {"index": i, "text": g.text, "finish_reason": g.finish_reason, "logprobs": logprobs}
-            )
-        return envelope("text_completion", "cmpl", choices, list(generations))
+            choice: dict[str, Any] = {
+                "index": i,
+                "text": g.text,
+                "finish_reason": g.finish_reason,
+                "logprobs": completion_logprobs(body, g) if body.logprobs is not None else None,
+            }
+            if body.return_token_ids:
+                choice.update(token_ids=list(g.token_ids), prompt_token_ids=list(g.prompt_token_ids))
+            choices.append(choice)
+        return envelope("text_completion", "cmpl", served_name(body.model), choices, list(generations))
 
     return app

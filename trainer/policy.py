@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from trainer.config import LoraSection, ModelSection
+from trainer.config import LoraSection, ModelSection, TrainConfigError
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Policy:
     device: torch.device
     lora: bool
     reference: Any = None  # frozen copy for full fine-tuning with KL; None with LoRA
+    generator: Any = None  # under FSDP2 with the transformers engine: an unsharded copy to generate with
 
     @property
     def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
@@ -47,7 +48,7 @@ class Policy:
         With LoRA, only the adapted layers change: each is yielded as W + scale·B·A.
         """
         if not self.lora:
-            yield from ((name, _full(p.detach())) for name, p in self.model.named_parameters())
+            yield from ((name, full_tensor(p.detach())) for name, p in self.model.named_parameters())
             return
         from peft.tuners.lora import LoraLayer
 
@@ -56,14 +57,14 @@ class Policy:
                 base = module.get_base_layer()
                 delta = module.get_delta_weight("default")
                 hf_name = name.removeprefix("base_model.model.") + ".weight"
-                weight = _full(base.weight.detach())
-                yield hf_name, (weight + _full(delta.detach())).to(weight.dtype)
+                weight = full_tensor(base.weight.detach())
+                yield hf_name, (weight + full_tensor(delta.detach())).to(weight.dtype)
 
 
-def _full(tensor: torch.Tensor) -> torch.Tensor:
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor, also when FSDP2 holds only this rank's shard (a DTensor)."""
-    full_tensor = getattr(tensor, "full_tensor", None)
-    return full_tensor() if full_tensor is not None else tensor
+    gather = getattr(tensor, "full_tensor", None)
+    return gather() if gather is not None else tensor
 
 
 def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, keep_reference: bool) -> Policy:
@@ -98,7 +99,7 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, keep_referenc
         present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         targets = [t for t in lora_cfg.target_modules if t in present]
         if not targets:
-            raise ValueError(
+            raise TrainConfigError(
                 f"none of lora.target_modules {list(lora_cfg.target_modules)} are layers of {path.name}"
             )
         config = LoraConfig(

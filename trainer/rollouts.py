@@ -36,11 +36,26 @@ class Trajectory:
     sampler_logprobs: tuple[float, ...]
     prompt_length: int
     env_spans: tuple[tuple[int, int], ...]  # environment/tool tokens inserted between replies
-    tool_spans: tuple[tuple[int, int], ...] = ()  # those of env_spans that carry tool results
+    tool_spans: tuple[tuple[int, int], ...] = ()  # one per tool result: its content's tokens
 
     @property
     def num_sampled(self) -> int:
         return sum(self.loss_mask)
+
+    @property
+    def reply_lengths(self) -> tuple[int, ...]:
+        """Sampled tokens of each reply: the runs of the loss mask, split where the environment
+        spoke (so two replies stay apart even if its tokens between them were none)."""
+        breaks = {begin for begin, _ in self.env_spans}
+        lengths: list[int] = []
+        previous = False
+        for position, sampled in enumerate(self.loss_mask):
+            if sampled and (not previous or position in breaks):
+                lengths.append(0)
+            if sampled:
+                lengths[-1] += 1
+            previous = sampled
+        return tuple(lengths)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from trainer.advantages import overlong_penalty
 from trainer.config import TrainConfig
 from trainer.rollouts import RolloutGroup, StepRollouts
 from trainer.samples import SampleGroup, SampleMember
@@ -22,11 +23,22 @@ logger = logging.getLogger(__name__)
 
 def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int) -> dict[str, float]:
     """Reward and length statistics over every rank's groups."""
+    buffer = config.loss.overlong_buffer
     rows = [
-        (g.member, r, t.episode.num_tokens, dict(t.episode.components), dict(t.episode.metrics))
+        (
+            g.member,
+            r,
+            t.episode.num_tokens,
+            dict(t.episode.components),
+            dict(t.episode.metrics),
+            math.nan
+            if buffer is None
+            else overlong_penalty(t.reply_lengths, config.rollout.max_tokens, buffer),
+        )
         for g in rollouts.groups
         for r, t in zip(g.rewards_G, g.trajectories, strict=True)
     ]
+    episodes = [t.episode for g in [*rollouts.groups, *rollouts.failed] for t in g.trajectories]
     counts = [
         len(rollouts.groups),
         len(rollouts.failed),
@@ -34,6 +46,8 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
         rollouts.dropped_zero_std,
         rollouts.sampled,
         sum(t.num_sampled for g in rollouts.groups for t in g.trajectories),
+        sum(1 for e in episodes if e.error or e.reward_error or not math.isfinite(e.reward)),
+        sum(1 for e in episodes if e.reward_error and not e.error),
     ]
     group_metrics = [dict(g.group_metrics) for g in [*rollouts.groups, *rollouts.failed] if g.group_metrics]
     if world_size > 1:
@@ -42,24 +56,29 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
         rows = [row for part, _, _ in gathered for row in part]
         counts = [sum(c) for c in zip(*(c for _, c, _ in gathered), strict=True)]
         group_metrics = [m for _, _, part in gathered for m in part]
-    trained, failed, zero_std, dropped, sampled, sampled_tokens = counts
-    rewards = [r for _, r, _, _, _ in rows]
+    trained, failed, zero_std, dropped, sampled, sampled_tokens, failed_episodes, reward_errors = counts
+    rewards = [row[1] for row in rows]
+    lengths = [row[2] for row in rows]
     metrics: dict[str, float] = {
         "reward/mean": statistics.fmean(rewards) if rewards else math.nan,
-        "reward/std": statistics.pstdev(rewards) if len(rewards) > 1 else math.nan,
+        "reward/std": _std(rewards),
         "frac_zero_std": zero_std / max(sampled - failed, 1),
         "episodes/skipped_groups": float(failed),
-        "episodes/errors": float(failed),
+        "episodes/errors": float(failed_episodes),  # the env, the policy or the reward failed
+        "episodes/reward_errors": float(reward_errors),  # of those, the reward (e.g. a server down)
         "groups/trained": float(trained),
         "groups/dropped_zero_std": float(dropped),
-        "length/completion_mean": statistics.fmean(n for _, _, n, _, _ in rows) if rows else math.nan,
-        "length/completion_max": float(max((n for _, _, n, _, _ in rows), default=0)),
+        "length/completion_mean": statistics.fmean(lengths) if lengths else math.nan,
+        "length/completion_max": float(max(lengths, default=0)),
         "_tokens": float(sampled_tokens),
     }
+    if buffer is not None:  # what DAPO's soft overlong penalty took off the rewards, on average
+        penalties = [row[5] for row in rows]
+        metrics["reward/overlong_penalty"] = statistics.fmean(penalties) if penalties else math.nan
     by_member: dict[str, list[float]] = defaultdict(list)
     by_component: dict[str, list[float]] = defaultdict(list)
     by_env_metric: dict[str, list[float]] = defaultdict(list)
-    for member, reward, _, components, env_metrics in rows:
+    for member, reward, _, components, env_metrics, _ in rows:
         by_member[member].append(reward)
         for name, value in components.items():
             if not math.isnan(value):
@@ -68,8 +87,10 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
             by_env_metric[name].append(float(value))
     for member, values in by_member.items():
         metrics[f"reward/{member}/mean"] = statistics.fmean(values)
+        metrics[f"reward/{member}/std"] = _std(values)
     for name, values in by_component.items():
         metrics[f"component/{name}/mean"] = statistics.fmean(values)
+        metrics[f"component/{name}/std"] = _std(values)
     for name, values in by_env_metric.items():
         metrics[f"env_metric/{name}/mean"] = statistics.fmean(values)
     by_group_metric: dict[str, list[float]] = defaultdict(list)
@@ -86,6 +107,11 @@ def rollout_metrics(rollouts: StepRollouts, config: TrainConfig, world_size: int
             rollouts.failed[0].first_error,
         )
     return metrics
+
+
+def _std(values: list[float]) -> float:
+    """Population standard deviation over the step's episodes (NaN for fewer than two)."""
+    return statistics.pstdev(values) if len(values) > 1 else math.nan
 
 
 def sample_groups(groups: list[RolloutGroup], advantages: list[list[float]]) -> list[SampleGroup]:

@@ -114,8 +114,8 @@ class Engine(ABC):
         `tools` (OpenAI function schemas) are given to the model natively: in the request
         to a chat server, or through the tokenizer's chat template."""
 
-    async def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        """Continue raw prompt text (the OpenAI completions API), with no chat rendering.
+    async def complete(self, prompt: str | Sequence[int], params: SamplingParams) -> Generation:
+        """Continue raw prompt text, or token ids (the OpenAI completions API), with no chat rendering.
 
         Base-model judges use it for few-shot prompts. Only `params.stop_strings` end it."""
         raise EngineError(f"the {self.name} engine cannot continue raw prompt text (no completions API)")
@@ -124,7 +124,7 @@ class Engine(ABC):
         """One completion continuing `prompt_ids` exactly (no re-tokenization), with its token ids."""
         raise EngineError(
             f"the {self.name} engine cannot generate from token ids; training needs one that can "
-            "(engine = 'transformers' or 'vllm')"
+            "(engine = 'transformers', 'vllm', or 'openai' given the model's tokenizer)"
         )
 
     def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
@@ -156,9 +156,10 @@ class LocalEngine(Engine):
             params = replace(params, stop=tuple(dict.fromkeys(params.stop + self.renderer.stop)))
         return await self._submit(list(prompt_ids), params)
 
-    async def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        """Continue raw prompt text (the OpenAI completions API)."""
-        return await self._submit(self.tokenizer(prompt).input_ids, params)
+    async def complete(self, prompt: str | Sequence[int], params: SamplingParams) -> Generation:
+        """Continue raw prompt text, or exactly these token ids (the OpenAI completions API)."""
+        ids = self.tokenizer(prompt).input_ids if isinstance(prompt, str) else list(prompt)
+        return await self._submit(ids, params)
 
     @abstractmethod
     async def _submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:

@@ -99,6 +99,7 @@ class TransformersEngine(LocalEngine):
         dtype: str = "auto",
         chat_format: ChatFormat = "auto",
         max_batch_size: int = 8,
+        threaded: bool = True,
     ) -> TransformersEngine:
         """Load a model directory (or the embedded default, "gemma-3-270m")."""
         import torch
@@ -115,7 +116,14 @@ class TransformersEngine(LocalEngine):
             torch_dtype = getattr(torch, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = load_causal_lm(path, torch_dtype).to(device).eval()  # type: ignore[attr-defined]
-        return cls(model, tokenizer, chat_format=chat_format, max_batch_size=max_batch_size, name=path.name)
+        return cls(
+            model,
+            tokenizer,
+            chat_format=chat_format,
+            max_batch_size=max_batch_size,
+            name=path.name,
+            threaded=threaded,
+        )
 
     # -- Engine API --------------------------------------------------------------------------
 
