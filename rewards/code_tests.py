@@ -15,8 +15,10 @@ write to. A failed test is a 0 for that test; a sandbox that failed is an error 
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -24,12 +26,14 @@ from importlib import resources
 from typing import Any
 
 from rewards.base import Reward
+from rewards.code_test_driver import zygote_source
 from rewards.extract import extract_code
 from rewards.types import Sample, Score
 from sandbox import Limits, RunRequest, RunResult, RunStatus, Sandbox, default_sandbox
 from sandbox.languages import get_language
 
 SPEC_FILE = "tests.json"
+DRIVER_FILE, DRIVER_CODE_FILE = "driver.py", "driver.code"
 DRIVER_MARGIN_S = 1.0  # per test: starting the interpreter, killing leftovers
 STARTUP_S = 3.0
 
@@ -206,6 +210,38 @@ def driver_source() -> str:
     return resources.files("rewards").joinpath("code_test_driver.py").read_text(encoding="utf-8")
 
 
+@cache
+def driver_code() -> bytes:
+    """The driver and its zygote compiled here, once, for a sandbox Python of this version
+    (`DRIVER_LOADER` compiles `driver_source` itself under any other): saves every run two
+    compiles."""
+    source = driver_source()
+    codes = {
+        "driver": compile(source, DRIVER_FILE, "exec"),
+        "zygote": marshal.dumps(compile(zygote_source(source), "zygote.py", "exec")),
+    }
+    return "{}.{}\n".format(*sys.version_info[:2]).encode() + marshal.dumps(codes)
+
+
+# The program the sandbox runs: the driver, precompiled where versions match. It passes the
+# driver its own source and the zygote's code, and removes both files before any test runs.
+DRIVER_LOADER = f"""
+import marshal, os, sys
+with open({DRIVER_FILE!r}, encoding="utf-8") as f:
+    source = f.read()
+with open({DRIVER_CODE_FILE!r}, "rb") as f:
+    version, _, code = f.read().partition(b"\\n")
+os.unlink({DRIVER_FILE!r})
+os.unlink({DRIVER_CODE_FILE!r})
+codes = {{"driver": None, "zygote": None}}
+if version.decode() == "%d.%d" % sys.version_info[:2]:
+    codes = marshal.loads(code)
+driver = codes["driver"] or compile(source, {DRIVER_FILE!r}, "exec")
+exec(driver, {{"__name__": "__main__", "__builtins__": __builtins__, "DRIVER_SOURCE": source,
+              "ZYGOTE_CODE": codes["zygote"]}})
+"""
+
+
 @dataclass(frozen=True)
 class CodeTestHarness:
     """Runs solutions against test suites in a sandbox, one sandbox run per solution.
@@ -249,7 +285,11 @@ class CodeTestHarness:
                 "compile_timeout_s": self.compile_timeout_s,
             },
         }
-        files = {SPEC_FILE: json.dumps(spec).encode()}
+        files = {
+            SPEC_FILE: json.dumps(spec).encode(),
+            DRIVER_FILE: driver_source().encode(),
+            DRIVER_CODE_FILE: driver_code(),
+        }
         if compiles:
             files[language.source_file] = code.encode()
         wall = STARTUP_S + len(suite.tests) * (self.timeout_s + DRIVER_MARGIN_S)
@@ -260,7 +300,7 @@ class CodeTestHarness:
             memory_mb=max(self.memory_mb, 2048) if compiles else self.memory_mb,
             max_output_bytes=1 << 20,
         )
-        return RunRequest(code=driver_source(), language="python", files=files, limits=limits)
+        return RunRequest(code=DRIVER_LOADER, language="python", files=files, limits=limits)
 
     def read_report(self, result: RunResult, suite: CodeTestSuite) -> CodeTestReport:
         """Per-test verdicts from the driver's events; tests it never finished fail with the

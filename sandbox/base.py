@@ -9,9 +9,17 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
-from sandbox.supervisor_link import SupervisorProcess, build_payload, result_from_report
+from sandbox.languages import get_language
+from sandbox.supervisor_link import (
+    SupervisorProcess,
+    build_payload,
+    compile_limits,
+    compiles,
+    result_from_report,
+)
 from sandbox.types import RunRequest, RunResult, RunStatus, SandboxError
 
 
@@ -60,7 +68,8 @@ class Sandbox(ABC):
 
 
 class SupervisorPool:
-    """Idle supervisors ready for the next run, at most `size` alive at once."""
+    """Idle supervisors ready for the next run, at most `size` alive at once. One found dead
+    when its turn comes is replaced."""
 
     def __init__(self, spawn: Any, size: int) -> None:
         self._spawn = spawn
@@ -71,16 +80,26 @@ class SupervisorPool:
         self._cond = threading.Condition()
 
     def acquire(self) -> Any:
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise SandboxError("the sandbox is closed")
-                if self._idle:
-                    return self._idle.pop()
-                if self._alive < self.size:
-                    self._alive += 1
-                    break
-                self._cond.wait()
+        dead: list[Any] = []
+        try:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise SandboxError("the sandbox is closed")
+                    if self._idle:
+                        item = self._idle.pop()
+                        if item.alive():
+                            return item
+                        self._alive -= 1  # died while idle (killed from outside): start another
+                        dead.append(item)
+                        continue
+                    if self._alive < self.size:
+                        self._alive += 1
+                        break
+                    self._cond.wait()
+        finally:
+            for item in dead:
+                item.close()
         try:
             return self._spawn()
         except BaseException:
@@ -122,6 +141,7 @@ class SupervisorSandbox(Sandbox):
     its report is in (the caller does not wait for the teardown)."""
 
     workdir: str = "/work"
+    memory_cgroup: bool = False  # a cgroup memory limit holds every run (and its kills are reported)
 
     def __init__(self, *, warm: bool, pool_size: int) -> None:
         super().__init__()
@@ -129,11 +149,18 @@ class SupervisorSandbox(Sandbox):
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.warm = warm
         self.max_concurrency = pool_size
-        self._pool = SupervisorPool(lambda: self._start_supervisor(None), pool_size)
+        # Warm supervisors start on threads of our own, which live as long as the sandbox:
+        # bubblewrap's --die-with-parent kills a sandbox when the *thread* that started it
+        # exits, and callers of run_sync may run on short-lived threads.
+        self._spawner = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"{self.name}-start")
+        self._pool = SupervisorPool(self._start_warm, pool_size)
         self._cold_slots = threading.BoundedSemaphore(pool_size)
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-close")
         self._closed = False
         self.runs_started = 0
+
+    def _start_warm(self) -> SupervisorProcess:
+        return self._spawner.submit(self._start_supervisor, None).result()
 
     @abstractmethod
     def _start_supervisor(self, request: RunRequest | None) -> SupervisorProcess:
@@ -186,7 +213,11 @@ class SupervisorSandbox(Sandbox):
     def run_sync(self, request: RunRequest) -> RunResult:
         started = time.perf_counter()
         try:
-            payload = build_payload(request, workdir=self.workdir, env=self._env())
+            if self.memory_cgroup and compiles(request):
+                return self._compile_then_run(request)
+            payload = build_payload(
+                request, workdir=self.workdir, env=self._env(), memory_cgroup=self.memory_cgroup
+            )
         except ValueError as exc:
             return RunResult.sandbox_error(str(exc))
         try:
@@ -207,8 +238,48 @@ class SupervisorSandbox(Sandbox):
         finally:
             self._checkin(process, healthy)
 
+    def _compile_then_run(self, request: RunRequest) -> RunResult:
+        """A compiled language where a cgroup memory limit holds: the compiler and the program
+        are two runs, each under its own cgroup limit (the compiler's larger, the program's
+        the request's), so that a program past its memory is killed by the cgroup and
+        reported as memory. The binary goes from the first run to the second."""
+        language = get_language(request.language)
+        missing = language.missing_tools()
+        if missing:
+            return RunResult.sandbox_error(
+                f"language {language.name!r} needs {', '.join(missing)}, not found on this host"
+            )
+        assert language.compile_argv is not None and language.run_argv is not None
+        binary = language.run_argv[0].removeprefix("./")
+        files = {**request.files, language.source_file: (request.code or "").encode()}
+        compiled = self.run_sync(
+            RunRequest(
+                command=language.compile_argv, files=files, env=request.env,
+                limits=compile_limits(request), fetch_files=(binary,),
+            )
+        )  # fmt: skip
+        if compiled.status is RunStatus.SANDBOX_ERROR:
+            return compiled
+        program = compiled.files.get(binary)
+        compiled = replace(compiled, files={})
+        if compiled.status is not RunStatus.OK or program is None:
+            return replace(
+                compiled,
+                status=compiled.status if compiled.status is not RunStatus.OK else RunStatus.ERROR,
+                message=f"compilation failed: {compiled.message or 'no program came out'}",
+                compile=compiled,
+            )
+        run = self.run_sync(
+            RunRequest(
+                command=(*language.run_argv, *request.args), files={**files, binary: program},
+                stdin=request.stdin, env=request.env, limits=request.limits, fetch_files=request.fetch_files,
+            )
+        )  # fmt: skip
+        return replace(run, compile=compiled)
+
     def close(self) -> None:
         self._closed = True
         self._pool.close()
+        self._spawner.shutdown(wait=True)
         self._closer.shutdown(wait=True)
         super().close()

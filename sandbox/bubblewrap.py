@@ -40,6 +40,11 @@ UNPRIVILEGED_UID = 65534  # "nobody": used only when root has no cgroup to stop 
 WARM_OVERHEAD_PROCESSES = 5
 COLD_OVERHEAD_PROCESSES = 2
 RUN_MEMORY_OVERHEAD_MB = 96  # the supervisor's own share of a cgroup memory limit
+NAMESPACES_HINT = (
+    "{bwrap} is installed but could not build the sandbox: it needs unprivileged user namespaces "
+    "(sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; in a container, a "
+    "seccomp/AppArmor profile that allows them) or a setuid bwrap"
+)
 INSTALL_HINT = (
     "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap), or use the docker backend; "
     "to run code with no isolation at all, ask for it by name: backend='unsafe-no-isolation'"
@@ -102,6 +107,7 @@ class BubblewrapSandbox(SupervisorSandbox):
         self.cgroup_layout = detect_layout() if config.use_cgroups is not False else None
         if config.use_cgroups and self.cgroup_layout is None:
             raise SandboxError("use_cgroups=True, but no cgroup with pids and memory controllers is writable")
+        self.memory_cgroup = self.cgroup_layout is not None
         self.run_as: int | None = None
         if os.geteuid() == 0 and self.cgroup_layout is None:
             self.run_as = UNPRIVILEGED_UID
@@ -202,11 +208,11 @@ class BubblewrapSandbox(SupervisorSandbox):
         except SandboxError as exc:
             if cgroup is not None:
                 cgroup.destroy()
-            hint = ""
+            hint = f" ({NAMESPACES_HINT.format(bwrap=self.bwrap)}; {INSTALL_HINT})"
             if self.run_as is not None:
                 hint = (
                     f" (running as uid {self.run_as} because no cgroup is writable here: the interpreter "
-                    f"{self.python} must be readable by that user; pass python='/usr/bin/python3')"
+                    f"{self.python} must be readable by that user; pass python='/usr/bin/python3'){hint}"
                 )
             raise SandboxError(f"{exc}{hint}") from None
         except OSError as exc:

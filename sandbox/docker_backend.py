@@ -44,6 +44,7 @@ from sandbox.supervisor_link import (
     WORKDIR,
     base_env,
     build_payload,
+    compiles,
     payload_deadline,
     result_from_report,
 )
@@ -348,7 +349,13 @@ class DockerSandbox(Sandbox):
     def run_sync(self, request: RunRequest) -> RunResult:
         started = time.perf_counter()
         try:
-            payload = build_payload(request, workdir=WORKDIR, env=base_env(None), check_tools=False)
+            payload = build_payload(
+                request,
+                workdir=WORKDIR,
+                env=base_env(None),
+                check_tools=False,
+                memory_cgroup=not compiles(request),  # a compiling run's container has the compiler's limit
+            )
         except ValueError as exc:
             return RunResult.sandbox_error(str(exc))
         with self._slots:

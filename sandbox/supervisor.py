@@ -194,20 +194,23 @@ def drop_privileges():
     _check(libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
-def set_limits(limits, processes):
+def set_limits(limits, processes, address_space=True):
     """rlimits for the program. `processes` is None where RLIMIT_NPROC would count the host
-    user's own processes too (no user namespace), so it is left alone there."""
+    user's own processes too (no user namespace), so it is left alone there.
+    `address_space`: bound it by memory_mb (off for exec'd programs where a cgroup memory
+    limit holds: malloc would fail first, and the run would end as an error, not memory)."""
     cpu = max(1, int(limits["cpu_time_s"] + 0.999))
     memory = limits["memory_mb"] * MIB
     for which, value in (
         (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-        (resource.RLIMIT_AS, (memory, memory)),
+        (resource.RLIMIT_AS, (memory, memory) if address_space else None),
         (resource.RLIMIT_FSIZE, (limits["max_file_bytes"], limits["max_file_bytes"])),
         (resource.RLIMIT_NOFILE, (limits["max_open_files"], limits["max_open_files"])),
         (resource.RLIMIT_CORE, (0, 0)),
         (resource.RLIMIT_STACK, (min(memory, 8 * MIB), min(memory, 8 * MIB))),
     ):
-        resource.setrlimit(which, value)
+        if value is not None:
+            resource.setrlimit(which, value)
     if processes is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
 
@@ -247,11 +250,13 @@ class StepResult:
         }
 
 
-def run_program(step, limits, workdir, env, mode):
+def run_program(step, limits, workdir, env, mode, memory_cgroup=False):
     """Fork the program, feed stdin, collect capped output, enforce wall and output limits.
 
     `step` is {"argv": [...]} to exec, or {"python": "main.py", "args": [...]} to run the
-    file in a forked copy of this (already started) interpreter.
+    file in a forked copy of this (already started) interpreter. `memory_cgroup`: the host
+    holds the run to a cgroup memory limit (then an exec'd program gets no address-space
+    limit; the cgroup's kill is reported as memory).
     """
     result = StepResult()
     stdin_r, stdin_w = os.pipe()
@@ -274,7 +279,8 @@ def run_program(step, limits, workdir, env, mode):
             os.chdir(workdir)
             if mode == "warm":  # cold: bwrap already dropped every capability
                 drop_privileges()
-            set_limits(limits, limits["max_processes"] if mode != "unisolated" else None)
+            processes = limits["max_processes"] if mode != "unisolated" else None
+            set_limits(limits, processes, address_space="python" in step or not memory_cgroup)
             try:
                 with open("/proc/self/oom_score_adj", "w") as f:
                     f.write("1000")  # under memory pressure, the program goes first
@@ -521,15 +527,16 @@ def execute(request, mode):
         _write_files(workdir, request["files"])
         request["files"] = {}  # the program is forked from here: it gets no copy of the payload
         env = request["env"]
+        memory_cgroup = request.get("memory_cgroup", False)
         report = {"status": "ok"}
         compile_step = request.get("compile")
         if compile_step is not None:
-            compiled = run_program(compile_step, compile_step["limits"], workdir, env, mode)
+            compiled = run_program(compile_step, compile_step["limits"], workdir, env, mode, memory_cgroup)
             report["compile"] = compiled.as_dict()
             if compiled.status != "ok":
                 report["status"] = "compile-failed"
                 return report
-        main = run_program(request["run"], limits, workdir, env, mode)
+        main = run_program(request["run"], limits, workdir, env, mode, memory_cgroup)
         report["run"] = main.as_dict()
         report["files"] = _fetch_files(workdir, request["fetch"], limits["max_file_bytes"])
         return report

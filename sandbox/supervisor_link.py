@@ -64,11 +64,18 @@ def base_env(python_bin_dir: str | None, workdir: str = WORKDIR) -> dict[str, st
 
 
 def build_payload(
-    request: RunRequest, *, workdir: str, env: dict[str, str], check_tools: bool = True
+    request: RunRequest,
+    *,
+    workdir: str,
+    env: dict[str, str],
+    check_tools: bool = True,
+    memory_cgroup: bool = False,
 ) -> dict[str, Any]:
     """What the supervisor runs. Raises ValueError for a request no backend can run.
     `check_tools`: refuse a language whose compiler is missing on this host (off where the
-    tools live elsewhere, e.g. in a docker image)."""
+    tools live elsewhere, e.g. in a docker image). `memory_cgroup`: the backend holds the run
+    to a cgroup memory limit and reports its kills as status memory, so exec'd programs get
+    no address-space limit (else a C program's malloc fails first, and it ends as an error)."""
     limits = request.limits
     files = {path: base64.b64encode(bytes(data)).decode() for path, data in request.files.items()}
     stdin = base64.b64encode(request.stdin).decode()
@@ -88,19 +95,10 @@ def build_payload(
         else:
             run = {"argv": [*language.run_argv, *request.args], "stdin": stdin}
         if language.compile_argv is not None:
-            compile_limits = Limits(
-                wall_time_s=request.compile_timeout_s,
-                memory_mb=max(limits.memory_mb, COMPILE_MEMORY_MB),
-                max_processes=max(limits.max_processes, 32),
-                max_output_bytes=limits.max_output_bytes,
-                max_file_bytes=max(limits.max_file_bytes, 256 << 20),
-                disk_mb=limits.disk_mb,
-                max_open_files=max(limits.max_open_files, 256),
-            )
             compile_step = {
                 "argv": list(language.compile_argv),
                 "stdin": "",
-                "limits": compile_limits.to_json(),
+                "limits": compile_limits(request).to_json(),
             }
     return {
         "workdir": workdir,
@@ -112,12 +110,31 @@ def build_payload(
         "compile": compile_step,
         "run": run,
         "deadline_s": payload_deadline(request),
+        "memory_cgroup": memory_cgroup,
     }
 
 
+def compile_limits(request: RunRequest) -> Limits:
+    """The compile step's limits: compilers need room that the program may not have."""
+    limits = request.limits
+    return Limits(
+        wall_time_s=request.compile_timeout_s,
+        memory_mb=max(limits.memory_mb, COMPILE_MEMORY_MB),
+        max_processes=max(limits.max_processes, 32),
+        max_output_bytes=limits.max_output_bytes,
+        max_file_bytes=max(limits.max_file_bytes, 256 << 20),
+        disk_mb=limits.disk_mb,
+        max_open_files=max(limits.max_open_files, 256),
+    )
+
+
+def compiles(request: RunRequest) -> bool:
+    """Whether the request has a compile step (a compiled language, not a command)."""
+    return request.command is None and get_language(request.language).compile_argv is not None
+
+
 def payload_deadline(request: RunRequest) -> float:
-    compiles = request.command is None and get_language(request.language).compile_argv is not None
-    compile_time = request.compile_timeout_s if compiles else 0
+    compile_time = request.compile_timeout_s if compiles(request) else 0
     return request.limits.wall_time_s + compile_time + DEADLINE_GRACE_S
 
 

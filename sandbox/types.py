@@ -32,8 +32,9 @@ class SandboxError(RuntimeError):
 class Limits:
     """Hard limits for one run. Sizes in bytes or MiB as named; times in seconds.
 
-    `cpu_time_s` defaults to the wall limit. `memory_mb` bounds the address space of each
-    process and, where cgroups are writable, the resident memory of the whole run.
+    `cpu_time_s` defaults to the wall limit. `memory_mb` bounds, where cgroups are writable,
+    the resident memory of the whole run (plus its tmpfs pages and a margin), and the address
+    space of each Python process; where no cgroup holds, the address space of every process.
     `max_processes` bounds processes and threads alive at once. `disk_mb` is the size of
     each private tmpfs (/work, /tmp, /dev/shm); `max_file_bytes` caps any single file.
     """

@@ -7,6 +7,7 @@ import asyncio
 import math
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -24,7 +25,8 @@ from rewards import (
     make_reward,
 )
 from rewards.code_test_driver import normalize_output
-from sandbox import RunResult, RunStatus, Sandbox, make_sandbox
+from sandbox import RunResult, RunStatus, Sandbox, default_sandbox, make_sandbox
+from sandbox.bubblewrap import BubblewrapSandbox
 
 ADD_TESTS = CodeTestSuite(
     tests=(
@@ -112,6 +114,78 @@ def test_tests_cannot_read_the_expected_outputs(harness: CodeTestHarness) -> Non
     report = run(harness, snoop, SUM_TESTS)
     assert report.num_passed == 0
     assert "got \"['main.py'] []\"" in reasons(report)[1]
+
+
+ESCAPED_DAEMON = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        while True:
+            with open('/tmp/beat', 'a') as f:
+                f.write('x')
+            time.sleep(0.005)
+    os._exit(0)
+time.sleep(0.2)
+"""
+DAEMON_GONE = (
+    "import os, time\nsize = os.path.getsize('/tmp/beat')\ntime.sleep(0.2)\n"
+    "assert os.path.getsize('/tmp/beat') == size, 'the daemon lives'"
+)
+LEAVE_STATE = "import builtins, math, sys\nbuiltins.LEFT = 1\nmath.pi = 3\nsys.modules['json'] = None"
+NO_STATE = (
+    "import builtins, math, sys\n"
+    "assert not hasattr(builtins, 'LEFT') and math.pi > 3.14 and sys.modules.get('json', 1) is not None"
+)
+SIGNAL_OTHERS = """
+import os, signal
+for pid in range(3, 64):
+    if pid != os.getpid():
+        try:
+            os.kill(pid, signal.{})
+        except OSError:
+            pass
+"""
+
+
+def test_each_test_starts_fresh_whatever_the_one_before_did(harness: CodeTestHarness) -> None:
+    """Tests are forks of one zygote: interpreter state, escaped daemons, and a zygote that a
+    test stopped or killed must not reach the next test."""
+    suite = CodeTestSuite(
+        tests=tuple(
+            AssertTest(code)
+            for code in (
+                LEAVE_STATE, NO_STATE, ESCAPED_DAEMON, DAEMON_GONE, SIGNAL_OTHERS.format("SIGSTOP"), NO_STATE,
+                SIGNAL_OTHERS.format("SIGKILL"), NO_STATE,
+            )
+        )
+    )  # fmt: skip
+    report = run(harness, "", suite)
+    assert [r.passed for r in report.results] == [True] * 8, reasons(report)
+
+
+def test_a_sandbox_python_of_another_version_compiles_the_driver_itself(harness: CodeTestHarness) -> None:
+    """The driver ships precompiled for this Python; under any other version the loader
+    compiles the shipped source (and the zygote's part of it) instead."""
+    request = harness.request(ADD, ADD_TESTS)
+    files = {**request.files, "driver.code": b"2.7\n" + request.files["driver.code"].split(b"\n", 1)[1]}
+    result = harness.sandbox.run_sync(replace(request, files=files))  # type: ignore[union-attr]
+    report = harness.read_report(result, ADD_TESTS)
+    assert [r.passed for r in report.results] == [True, False, True, True], reasons(report)
+
+
+def test_the_default_harness_runs_on_the_shared_warm_sandbox() -> None:
+    """No sandbox given: the harness uses the default one, which is bubblewrap and warm, and
+    successive solutions go through the same warm supervisor."""
+    harness = CodeTestHarness(timeout_s=2.0)
+    assert run(harness, ADD, ADD_TESTS).num_passed == 3
+    shared = default_sandbox()
+    assert isinstance(shared, BubblewrapSandbox) and shared.warm
+    supervisor = shared._pool.idle()[-1]  # the one just used: the next run takes it again
+    pid, runs = supervisor.process.pid, supervisor.runs
+    assert run(harness, ADD, ADD_TESTS).num_passed == 3
+    again = shared._pool.idle()[-1]
+    assert (again.process.pid, again.runs) == (pid, runs + 1)
 
 
 def test_a_test_that_kills_the_driver_fails_itself_and_the_rest(harness: CodeTestHarness) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -249,6 +250,16 @@ def mounted() -> Iterator[str]:
     settings = FusionSettings(limits=Limits(memory_mb=256, max_file_bytes=1024), max_request_bytes=16 << 10)
     app = FastAPI()
     app.include_router(fusion_router(sandbox, settings), prefix="/sandbox")
+    try:
+        with uvicorn_in_thread(app) as base:
+            yield f"{base}/sandbox"
+    finally:
+        sandbox.close()
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: FastAPI) -> Iterator[str]:
+    """A real uvicorn on loopback, in a thread; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -257,11 +268,10 @@ def mounted() -> Iterator[str]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/sandbox"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        sandbox.close()
 
 
 def test_the_router_works_mounted_under_a_prefix(mounted: str) -> None:
@@ -315,3 +325,16 @@ def test_serve_sandbox_refuses_bad_arguments_in_one_line(args: list[str], proble
     )
     assert out.returncode == 2 and problem in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_failed_sandbox_answers_sandbox_error_as_sandboxfusion_does() -> None:
+    """The router over a sandbox that cannot run (closed): HTTP 200, status "SandboxError"
+    with the reason, which veRL reads as a sandbox error, not as the code's failure."""
+    closed = make_sandbox("bubblewrap", pool_size=1)
+    closed.close()
+    app = FastAPI()
+    app.include_router(fusion_router(closed))
+    with uvicorn_in_thread(app) as base:
+        answer = verl_call(base, "print(1)", None)
+    assert answer["status"] == "SandboxError" and answer["message"] == "the sandbox is closed", answer
+    assert answer["run_result"] is None and verl_verdict(answer) == "sandbox_error"

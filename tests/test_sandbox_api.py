@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sandbox import Limits, RunRequest, RunResult, RunStatus, SandboxError, make_sandbox
+import sandbox as sandbox_api
+from sandbox import Limits, RunRequest, RunResult, RunStatus, SandboxError, default_sandbox, make_sandbox
 from sandbox.bubblewrap import BubblewrapConfig, BubblewrapSandbox
 from sandbox.cgroups import detect_layout
 
@@ -207,3 +210,54 @@ def test_root_without_cgroups_falls_back_to_an_unprivileged_uid() -> None:
         sandbox.close()
     with pytest.raises(SandboxError, match="must be readable by that user"):
         BubblewrapSandbox(BubblewrapConfig(use_cgroups=False, python="/root/.no-such/bin/python3"))
+
+
+def test_the_module_level_run_uses_the_shared_warm_bubblewrap_sandbox() -> None:
+    result = asyncio.run(sandbox_api.run(RunRequest(code="print(6 * 7)", limits=QUICK)))
+    assert (result.status, result.stdout) == (RunStatus.OK, "42\n"), result
+    shared = default_sandbox()
+    assert isinstance(shared, BubblewrapSandbox) and shared.warm and shared is default_sandbox()
+    started = shared.runs_started
+    asyncio.run(sandbox_api.run(RunRequest(code="pass", limits=QUICK)))
+    assert shared.runs_started == started + 1
+
+
+def test_bwrap_that_cannot_build_namespaces_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A real stand-in for a bwrap that the host forbids namespaces (what bubblewrap prints there)."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(SandboxError) as refused:
+        BubblewrapSandbox(BubblewrapConfig(bwrap=str(fake), pool_size=1))
+    message = str(refused.value)
+    assert message.startswith("the sandbox did not start: bwrap: No permissions to creating new namespace")
+    assert "unprivileged user namespaces" in message and "backend='unsafe-no-isolation'" in message
+
+
+def test_a_compiled_language_without_its_compiler_is_refused_by_name(sandbox: BubblewrapSandbox) -> None:
+    saved = os.environ.get("PATH", "")
+    os.environ["PATH"] = "/nonexistent"  # what the compiler check looks through
+    try:
+        result = run(sandbox, code="int main(void) { return 0; }", language="c")
+    finally:
+        os.environ["PATH"] = saved
+    assert result.status is RunStatus.SANDBOX_ERROR
+    assert result.message == "language 'c' needs gcc, not found on this host"
+
+
+def test_warm_supervisors_outlive_the_threads_that_started_them() -> None:
+    """bwrap --die-with-parent follows the starting *thread*: callers of run_sync on
+    short-lived threads must not kill the pool; one killed from outside is replaced."""
+    with BubblewrapSandbox(BubblewrapConfig(pool_size=2)) as box:
+        slow = RunRequest(code="import time; time.sleep(0.3)", limits=QUICK)
+        both = [threading.Thread(target=box.run_sync, args=(slow,)) for _ in range(2)]
+        for thread in both:
+            thread.start()
+        for thread in both:
+            thread.join()
+        idle = box._pool.idle()
+        assert len(idle) == 2 and all(process.alive() for process in idle)
+        os.killpg(idle[-1].process.pid, signal.SIGKILL)
+        idle[-1].process.wait(timeout=10)
+        result = box.run_sync(RunRequest(code="print('replaced')", limits=QUICK))
+        assert (result.status, result.stdout) == (RunStatus.OK, "replaced\n"), result

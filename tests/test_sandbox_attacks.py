@@ -24,6 +24,7 @@ import pytest
 
 from sandbox import Limits, RunRequest, RunResult, RunStatus
 from sandbox.bubblewrap import BubblewrapConfig, BubblewrapSandbox
+from sandbox.cgroups import detect_layout
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(["sh", "-c", "command -v bwrap"], capture_output=True).returncode != 0,
@@ -113,11 +114,9 @@ except OSError:
 """
 
 
-@pytest.fixture(scope="module", params=["warm", "cold"])
-def isolated_sandbox(request: pytest.FixtureRequest, host: Host) -> Iterator[BubblewrapSandbox]:
-    """One supervisor at a time (warm: the same one throughout; cold: a new one per run),
-    probed harmlessly before any attack is sent."""
-    sandbox = BubblewrapSandbox(BubblewrapConfig(pool_size=1, warm=request.param == "warm"))
+def probe_isolation(sandbox: BubblewrapSandbox, host: Host) -> None:
+    """Harmless checks before any destructive program is sent: fail loudly (and close the
+    sandbox) if it can see host processes, write to the host's /tmp or reach its loopback."""
     probe_file = f"rewardgym-probe-{uuid.uuid4().hex}"
     result = sandbox.run_sync(
         RunRequest(code=PROBE, args=(host.marker_arg, probe_file, str(host.port)), limits=LIMITS)
@@ -135,6 +134,14 @@ def isolated_sandbox(request: pytest.FixtureRequest, host: Host) -> Iterator[Bub
     if problems:
         sandbox.close()
         pytest.fail("SANDBOX NOT ISOLATED, destructive attacks NOT sent: " + "; ".join(problems))
+
+
+@pytest.fixture(scope="module", params=["warm", "cold"])
+def isolated_sandbox(request: pytest.FixtureRequest, host: Host) -> Iterator[BubblewrapSandbox]:
+    """One supervisor at a time (warm: the same one throughout; cold: a new one per run),
+    probed harmlessly before any attack is sent."""
+    sandbox = BubblewrapSandbox(BubblewrapConfig(pool_size=1, warm=request.param == "warm"))
+    probe_isolation(sandbox, host)
     yield sandbox
     sandbox.close()
 
@@ -248,6 +255,9 @@ print('COUNT', n)
 ENOSPC = "STOPPED ENOSPC"
 TIMEOUT_OR_ERROR = expect(RunStatus.TIMEOUT, RunStatus.ERROR)
 OK = expect(RunStatus.OK)
+# Where the sandbox can hold runs to a cgroup memory limit, that limit (not malloc failing
+# under an address-space limit) stops exec'd programs, and its kills read as memory.
+CGROUPS = detect_layout() is not None
 
 ATTACKS = [
     Attack("fork_bomb_python", program("""
@@ -258,7 +268,8 @@ ATTACKS = [
             except OSError:
                 time.sleep(0.01)
         """), TIMEOUT_OR_ERROR),
-    Attack("fork_bomb_bash", ":(){ :|:& };:\nsleep 5", TIMEOUT_OR_ERROR | OK, language="bash"),
+    # bash keeps retrying the fork for `sleep` while the bomb holds every pid: the wall clock ends it.
+    Attack("fork_bomb_bash", ":(){ :|:& };:\nsleep 5", expect(RunStatus.TIMEOUT), language="bash"),
     Attack("process_limit_holds", program(FORK_UNTIL_REFUSED), OK, count_at_most(LIMITS.max_processes)),
     Attack("thread_bomb", program("""
         import os, threading, time
@@ -279,7 +290,9 @@ ATTACKS = [
            lambda result, host: ("CPU" in result.message) or pytest.fail(result.message),
            limits=Limits(wall_time_s=10, cpu_time_s=1, memory_mb=256, max_processes=32, disk_mb=16)),
     Attack("memory_bomb", "x = []\nwhile True:\n    x.append(bytearray(8 << 20))", expect(RunStatus.MEMORY)),
-    # Each child stays under the per-process limit; together they do not. Timeout: slow under load.
+    # Each child stays under the per-process limit; together they do not: the cgroup kills
+    # them (memory), or without cgroups each child's MemoryError fails the run (error).
+    # Timeout: slow under load.
     Attack("memory_bomb_many_processes", program("""
         import os, time
         kids = []
@@ -295,7 +308,7 @@ ATTACKS = [
         codes = [os.waitpid(k, 0)[1] for k in kids]
         print(codes)
         raise SystemExit(1 if any(codes) else 0)
-        """), expect(RunStatus.MEMORY, RunStatus.ERROR, RunStatus.TIMEOUT),
+        """), expect(RunStatus.MEMORY if CGROUPS else RunStatus.ERROR, RunStatus.TIMEOUT),
         lambda result, host: "[0, 0, 0, 0, 0, 0, 0, 0]" not in result.stdout or pytest.fail("1.6 GB fit")),
     Attack("memory_bomb_c", program("""
         #include <stdlib.h>
@@ -307,7 +320,7 @@ ATTACKS = [
                 memset(p, 1, 1 << 24);
             }
         }
-        """), expect(RunStatus.MEMORY, RunStatus.ERROR), language="c"),
+        """), expect(RunStatus.MEMORY if CGROUPS else RunStatus.ERROR), language="c"),
     Attack("giant_stdout", "while True:\n    print('x' * 1000)", expect(RunStatus.OUTPUT_LIMIT),
            output_capped("stdout")),
     Attack("giant_stderr", "import sys\nwhile True:\n    sys.stderr.write('y' * 1000)",
@@ -494,6 +507,7 @@ def test_the_checklist_has_at_least_25_attacks() -> None:
 def test_attacks_run_concurrently_are_all_contained(host: Host) -> None:
     """Every attack at once on a pool of warm supervisors: cleanup races would show here."""
     sandbox = BubblewrapSandbox(BubblewrapConfig(pool_size=3))
+    probe_isolation(sandbox, host)
     before = _host_files()
 
     async def all_attacks() -> list[RunResult]:
