@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,59 @@ class ScriptedHTTPServer:
     @property
     def bodies(self) -> list[Any]:
         return [body for _, _, body in self.requests]
+
+
+class _WideServer(ThreadingHTTPServer):
+    request_queue_size = 64  # the default 5 drops simultaneous connects (they retry a second later)
+    daemon_threads = True
+
+
+class AnsweringHTTPServer:
+    """A scripted JSON endpoint on loopback that answers every POST with `answer(body)` ->
+    (status, JSON body), after holding it `delay_s`, and counts the requests and the most in
+    flight at once (no real server reports that): for tests of concurrency limits and of
+    clients facing a rule-following peer. Use it as a context manager; `url` ends in /v1."""
+
+    def __init__(self, answer: Callable[[Any], tuple[int, Any]], *, delay_s: float = 0.0) -> None:
+        self.requests = 0
+        self.in_flight = 0
+        self.peak = 0
+        lock = threading.Lock()
+        counted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    counted.requests += 1
+                    counted.in_flight += 1
+                    counted.peak = max(counted.peak, counted.in_flight)
+                try:
+                    time.sleep(delay_s)
+                    status, reply = answer(body)
+                finally:
+                    with lock:
+                        counted.in_flight -= 1
+                payload = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = _WideServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> AnsweringHTTPServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture

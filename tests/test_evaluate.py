@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,7 +23,7 @@ from trainer import (
     targets_from_suite,
 )
 
-from conftest import free_port
+from conftest import AnsweringHTTPServer, free_port
 
 PARAMS = SamplingParams(max_tokens=6, temperature=0)
 WORDS = TaskList(
@@ -142,62 +138,23 @@ def test_bad_evaluate_arguments(engine: TransformersEngine) -> None:
         asyncio.run(evaluate([EvalTarget("words", length_env)], engine, num_tasks=0))
 
 
-class SlowChatEndpoint:
-    """A scripted OpenAI-compatible chat endpoint on loopback that holds each request for
-    `delay_s` and records how many were in flight at once: no real server reports that."""
-
-    def __init__(self, delay_s: float) -> None:
-        self.in_flight = 0
-        self.peak = 0
-        self.requests = 0
-        lock = threading.Lock()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                with lock:
-                    endpoint.requests += 1
-                    endpoint.in_flight += 1
-                    endpoint.peak = max(endpoint.peak, endpoint.in_flight)
-                time.sleep(delay_s)
-                with lock:
-                    endpoint.in_flight -= 1
-                body = {
-                    "choices": [{"message": {"content": "three words here"}, "finish_reason": "stop"}],
-                    "usage": {"completion_tokens": 3},
-                }
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-
 def test_requests_in_flight_never_exceed_the_concurrency_limit() -> None:
-    endpoint = SlowChatEndpoint(delay_s=0.2)
-    thread = threading.Thread(target=endpoint.server.serve_forever, daemon=True)
-    thread.start()
+    """A scripted chat endpoint (it holds each request 0.2 s and counts how many are in
+    flight at once, which no real server reports) under 12 episodes at concurrency 3."""
+    reply = {
+        "choices": [{"message": {"content": "three words here"}, "finish_reason": "stop"}],
+        "usage": {"completion_tokens": 3},
+    }
 
-    async def go():
-        engine = OpenAIEngine(endpoint.url, "scripted", max_attempts=1)
+    async def go(url: str):
+        engine = OpenAIEngine(url, "scripted", max_attempts=1)
         try:
             return await evaluate([EvalTarget("words", length_env)], engine, num_tasks=6, samples_per_task=2,
                                   concurrency=3, params=PARAMS, show_progress=False)  # fmt: skip
         finally:
             await engine.close()
 
-    try:
-        report = asyncio.run(go())
-    finally:
-        endpoint.server.shutdown()
-        endpoint.server.server_close()
+    with AnsweringHTTPServer(lambda body: (200, reply), delay_s=0.2) as endpoint:
+        report = asyncio.run(go(endpoint.url))
     assert endpoint.requests == 12 and report.summaries[0].episode_errors == 0
     assert endpoint.peak == 3  # the limit is reached and never passed

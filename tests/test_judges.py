@@ -5,14 +5,13 @@ answers a real model server cannot be made to give on cue (500s, garbage, silenc
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import re
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -48,6 +47,8 @@ from rewards.judges.verdicts import (
 )
 from rewards.preference_data import OrderRecord, PreferenceRecord
 from trainer.rlaif import judge_agreement, judge_pairs
+
+from conftest import AnsweringHTTPServer
 
 # -- verdict parsing ---------------------------------------------------------------------
 
@@ -419,61 +420,19 @@ def test_few_shot_prompts_render_examples_before_the_question() -> None:
 # -- a judge that answers by a rule --------------------------------------------------------
 
 
-class _WideServer(ThreadingHTTPServer):
-    request_queue_size = 64  # the default 5 drops simultaneous connects (they retry a second later)
-    daemon_threads = True
-
-
-class RuleJudgeServer:
+class RuleJudgeServer(AnsweringHTTPServer):
     """A real OpenAI-compatible chat endpoint on loopback that answers every question by a rule
     (`prefer(response_a, response_b)` -> "A" or "B"), after `delay_s`, or with `status` (a
     fault). Scripted, not a model: it exists to make concurrency measurable (it records the
     peak number of questions in flight) and to give two judges with known, different tastes."""
 
-    def __init__(self, prefer, *, delay_s: float = 0.0, status: int = 200) -> None:
-        self.prefer = prefer
-        self.delay_s = delay_s
-        self.status = status
-        self.in_flight = 0
-        self.peak = 0
-        self.asked = 0
-        self._lock = threading.Lock()
-        rule = self
+    def __init__(self, prefer: Callable[[str, str], str], *, delay_s: float = 0.0, status: int = 200) -> None:
+        def answer(body: Any) -> tuple[int, Any]:
+            question = body["messages"][-1]["content"]
+            a, b = re.search(r"Response A: (.*)\n\nResponse B: (.*)\n", question, re.S).groups()
+            return status, chat_reply(prefer(a, b))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with rule._lock:
-                    rule.asked += 1
-                    rule.in_flight += 1
-                    rule.peak = max(rule.peak, rule.in_flight)
-                try:
-                    time.sleep(rule.delay_s)
-                    question = body["messages"][-1]["content"]
-                    a, b = re.search(r"Response A: (.*)\n\nResponse B: (.*)\n", question, re.S).groups()
-                    payload = json.dumps(chat_reply(rule.prefer(a, b))).encode()
-                finally:
-                    with rule._lock:
-                        rule.in_flight -= 1
-                self.send_response(rule.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = _WideServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> RuleJudgeServer:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(answer, delay_s=delay_s)
 
 
 def longer(a: str, b: str) -> str:
@@ -503,7 +462,7 @@ def test_tournament_concurrency_is_what_was_asked_for(
         scores = run(tournament.score_group(group("x", "xx", "xxx", "xxxx")))
         run(client.close())
     assert [s.value for s in scores] == [0.0, 1 / 3, 2 / 3, 1.0]
-    assert server.asked == 12 and server.peak == peak
+    assert server.requests == 12 and server.peak == peak
 
 
 def test_a_group_of_preference_envs_shares_one_judge_client_and_closes_it() -> None:
@@ -521,7 +480,7 @@ def test_a_group_of_preference_envs_shares_one_judge_client_and_closes_it() -> N
             env.reset(seed=0)
             env.step(reply)
         result = run(members.finish())
-        assert [s.value for s in result.group_scores_G] == [0.0, 1 / 3, 2 / 3, 1.0] and server.asked == 12
+        assert [s.value for s in result.group_scores_G] == [0.0, 1 / 3, 2 / 3, 1.0] and server.requests == 12
         assert not client.closed
         members.close()
     assert client.closed and client.engine.client.is_closed and pool.holders(config) == 0
@@ -576,7 +535,7 @@ def test_an_eval_judge_rejudges_preference_pairs_and_reports_agreement() -> None
 
     with RuleJudgeServer(longer) as train, RuleJudgeServer(polite) as evaluation:
         records, agreement = run(label_and_rejudge(train.url, evaluation.url))
-        assert evaluation.asked == 2 * len(pairs)  # the stand-in label is not re-judged
+        assert evaluation.requests == 2 * len(pairs)  # the stand-in label is not re-judged
     assert [r.verdict for r in records] == ["A", "B", "A", "B"]
     assert agreement.pairs == 4 and agreement.failed == 0
     assert agreement.agreement == 0.75 and agreement.decisive_agreement == 0.75
